@@ -1,0 +1,3 @@
+from bizproxy.cli import main
+
+raise SystemExit(main())
