@@ -37,19 +37,49 @@ class BusinessProxyException(Exception):
         return self.message
 
 
+ConnectionFailureKind = Literal["connect-error", "timeout", "reset", "protocol", "not-connected"]
+
+
 class ConnectionFailure(BusinessProxyException):
-    """Raised when the upstream cannot be reached or the proxy is not connected."""
+    """Raised when the upstream cannot be reached or the proxy is not connected.
+
+    `kind` names what failed (a retry policy's `retry_on` uses the same words), and
+    `reached_upstream` is False only when the request certainly never left this process.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream: str | None = None,
+        kind: ConnectionFailureKind = "connect-error",
+        reached_upstream: bool = False,
+    ) -> None:
+        super().__init__(message, upstream=upstream)
+        self.kind: ConnectionFailureKind = kind
+        self.reached_upstream = reached_upstream
 
 
 class NotConnected(ConnectionFailure):
     """Raised when a proxy is used before connect() or after disconnect()."""
 
+    def __init__(self, message: str, *, upstream: str | None = None) -> None:
+        super().__init__(message, upstream=upstream, kind="not-connected")
+
 
 class UpstreamTimeout(ConnectionFailure):
     """Raised when the upstream did not connect, answer or accept the body in time."""
 
-    def __init__(self, message: str, *, upstream: str | None = None, phase: str = "read") -> None:
-        super().__init__(message, upstream=upstream)
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream: str | None = None,
+        phase: Literal["connect", "read", "write", "pool", "deadline"] = "read",
+    ) -> None:
+        # Only a connect or pool timeout proves that nothing was sent.
+        reached = phase not in ("connect", "pool")
+        super().__init__(message, upstream=upstream, kind="timeout", reached_upstream=reached)
         self.phase = phase
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class ReceivedRequest:
     query: str
     headers: list[tuple[str, str]]
     body: bytes
+    at: float = field(default_factory=time.monotonic)
+    """When the request arrived, on the monotonic clock."""
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:

@@ -1,0 +1,577 @@
+"""HTTPXFastAPIProxy: one upstream, its connection pool, and the retry and throttle loop.
+
+This and `forward` are the only modules that touch httpx. Every httpx exception is
+translated into a bizproxy exception in `translate_httpx_error`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json as jsonlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from bizproxy.errors import (
+    BusinessProxyException,
+    ConnectionFailure,
+    NotConnected,
+    RetriesExhausted,
+    SignatureFailure,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from bizproxy.inbox import Inbox
+from bizproxy.interface import JSON, RetryPluginCallable, ThrottlePluginCallable
+from bizproxy.policies.breaker import CircuitBreaker
+from bizproxy.policies.retry import (
+    RETRY_AFTER_STATUSES,
+    AttemptFailure,
+    RetryBudget,
+    RetryDecider,
+    as_retry_policy,
+)
+from bizproxy.policies.throttle import Throttle, as_throttle
+
+logger = logging.getLogger("bizproxy.proxy")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+Signer = Callable[[str, bytes], Mapping[str, str]]
+"""Outbound signing: given a message id and the body, the headers to add."""
+
+RequestBody = bytes | str | AsyncIterable[bytes] | None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-phase timeouts for one upstream, in seconds."""
+
+    connect_seconds: float = 5.0
+    read_seconds: float = 30.0
+    write_seconds: float = 30.0
+    pool_seconds: float = 5.0
+
+    def capped(self, seconds: float | None) -> httpx.Timeout:
+        """Every phase at most `seconds` (when given), so no single wait outlives a deadline."""
+
+        def cap(value: float) -> float:
+            return value if seconds is None else max(0.001, min(value, seconds))
+
+        return httpx.Timeout(
+            connect=cap(self.connect_seconds),
+            read=cap(self.read_seconds),
+            write=cap(self.write_seconds),
+            pool=cap(self.pool_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Connection pool bounds for one upstream."""
+
+    max_connections: int = 100
+    max_keepalive: int = 20
+    keepalive_expiry_seconds: float = 5.0
+
+
+# Most specific first; `translate_httpx_error` walks an exception's MRO to find its row,
+# and a test fails when httpx grows an exception class that has no row of its own.
+_NOTHING_SENT = False
+_MAYBE_SENT = True
+_HTTPX_ERRORS: dict[type[Exception], tuple[str, str, bool]] = {
+    httpx.ConnectTimeout: ("timeout", "timed out connecting", _NOTHING_SENT),
+    httpx.PoolTimeout: ("timeout", "timed out waiting for a pooled connection", _NOTHING_SENT),
+    httpx.ReadTimeout: ("timeout", "timed out waiting for the answer", _MAYBE_SENT),
+    httpx.WriteTimeout: ("timeout", "timed out sending the request", _MAYBE_SENT),
+    httpx.TimeoutException: ("timeout", "timed out", _MAYBE_SENT),
+    httpx.ConnectError: ("connect-error", "could not connect", _NOTHING_SENT),
+    httpx.ReadError: ("reset", "connection broke while reading the answer", _MAYBE_SENT),
+    httpx.WriteError: ("reset", "connection broke while sending the request", _MAYBE_SENT),
+    httpx.CloseError: ("reset", "connection broke while closing", _MAYBE_SENT),
+    httpx.NetworkError: ("reset", "network error", _MAYBE_SENT),
+    httpx.RemoteProtocolError: ("reset", "upstream broke the HTTP protocol", _MAYBE_SENT),
+    httpx.LocalProtocolError: ("protocol", "could not form a valid request", _NOTHING_SENT),
+    httpx.ProtocolError: ("protocol", "HTTP protocol error", _MAYBE_SENT),
+    httpx.ProxyError: ("connect-error", "outbound HTTP proxy failed", _NOTHING_SENT),
+    httpx.UnsupportedProtocol: ("connect-error", "unsupported URL scheme", _NOTHING_SENT),
+    httpx.DecodingError: ("protocol", "could not decode the answer", _MAYBE_SENT),
+    httpx.TooManyRedirects: ("protocol", "too many redirects", _MAYBE_SENT),
+    httpx.TransportError: ("protocol", "transport error", _MAYBE_SENT),
+    httpx.RequestError: ("protocol", "request failed", _MAYBE_SENT),
+    httpx.HTTPStatusError: ("protocol", "error status", _MAYBE_SENT),
+    httpx.HTTPError: ("protocol", "HTTP error", _MAYBE_SENT),
+    httpx.InvalidURL: ("protocol", "invalid URL", _NOTHING_SENT),
+    httpx.CookieConflict: ("protocol", "conflicting cookies", _NOTHING_SENT),
+    httpx.StreamConsumed: ("protocol", "request body already consumed", _NOTHING_SENT),
+    httpx.StreamClosed: ("protocol", "stream already closed", _MAYBE_SENT),
+    httpx.ResponseNotRead: ("protocol", "response body not read", _MAYBE_SENT),
+    httpx.RequestNotRead: ("protocol", "request body not read", _NOTHING_SENT),
+    httpx.StreamError: ("protocol", "stream error", _MAYBE_SENT),
+}
+_TIMEOUT_PHASES: dict[type[Exception], Any] = {
+    httpx.ConnectTimeout: "connect",
+    httpx.PoolTimeout: "pool",
+    httpx.ReadTimeout: "read",
+    httpx.WriteTimeout: "write",
+}
+
+
+def translate_httpx_error(
+    error: Exception, *, upstream: str | None, action: str
+) -> BusinessProxyException:
+    """The one place where an httpx exception becomes a bizproxy exception."""
+    for cls in type(error).__mro__:
+        row = _HTTPX_ERRORS.get(cls)
+        if row is None:
+            continue
+        kind, what, reached = row
+        detail = str(error) or type(error).__name__
+        message = f"{action} on upstream {upstream!r}: {what} ({detail})"
+        if kind == "timeout":
+            return UpstreamTimeout(
+                message, upstream=upstream, phase=_TIMEOUT_PHASES.get(cls, "read")
+            )
+        return ConnectionFailure(message, upstream=upstream, kind=kind, reached_upstream=reached)  # type: ignore[arg-type]
+    return BusinessProxyException(f"{action} on upstream {upstream!r}: {error}", upstream=upstream)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header in either form (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    wall_now = time.time() if now is None else now
+    return max(0.0, moment.timestamp() - wall_now)
+
+
+class UpstreamResponse:
+    """An upstream's answer, still streaming; close it (or use `async with`) when done."""
+
+    def __init__(self, response: httpx.Response, *, upstream: str | None, attempts: int) -> None:
+        self._response = response
+        self.upstream = upstream
+        self.attempts = attempts
+        self.status_code = response.status_code
+        self.headers: list[tuple[str, str]] = [
+            (key.decode("latin-1"), value.decode("latin-1")) for key, value in response.headers.raw
+        ]
+
+    def header(self, name: str) -> str | None:
+        value: str | None = self._response.headers.get(name)
+        return value
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as the upstream sent it, encoding untouched, piece by piece."""
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as error:
+            raise translate_httpx_error(
+                error, upstream=self.upstream, action="reading the answer"
+            ) from error
+
+    async def aread(self) -> bytes:
+        """The whole body, decoded from its content-encoding."""
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as error:
+            raise translate_httpx_error(
+                error, upstream=self.upstream, action="reading the answer"
+            ) from error
+
+    def json(self) -> JSON:
+        return jsonlib.loads(self._response.content)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class HTTPXFastAPIProxy:
+    """The business proxy for one upstream, over one pooled `httpx.AsyncClient`.
+
+    `send` posts JSON messages out under a throttle budget and a bounded retry policy;
+    `receive` yields messages the inbound side delivered with `deliver`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        retry_policy: RetryDecider | RetryPluginCallable | None = None,
+        throttler: Throttle | ThrottlePluginCallable | None = None,
+        *,
+        name: str | None = None,
+        timeouts: Timeouts | None = None,
+        pool: PoolLimits | None = None,
+        headers: Mapping[str, str] | None = None,
+        send_method: str = "POST",
+        send_path: str = "/send",
+        signer: Signer | None = None,
+        inbox_max_messages: int = 1000,
+        breaker: CircuitBreaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name or self.base_url
+        self.retry_policy = as_retry_policy(retry_policy)
+        self.throttle = as_throttle(throttler)
+        self.timeouts = timeouts or Timeouts()
+        self.pool = pool or PoolLimits()
+        self.headers = dict(headers or {})
+        self.send_method = send_method.upper()
+        self.send_path = send_path
+        self.signer = signer
+        self.breaker = breaker
+        budget_ratio = self.retry_policy.budget_ratio
+        self.retry_budget = RetryBudget(budget_ratio) if budget_ratio is not None else None
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._lifecycle = asyncio.Lock()
+        self._inbox = Inbox(inbox_max_messages, upstream=self.name)
+        self.in_flight = 0
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "disconnected"
+        return f"<HTTPXFastAPIProxy {self.name!r} {self.base_url} {state}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None
+
+    async def connect(self) -> None:
+        async with self._lifecycle:
+            if self._client is not None:
+                return
+            self._client = self._build_client()
+            await self._inbox.open()
+            logger.debug("upstream %r connected to %s", self.name, self.base_url)
+
+    async def disconnect(self) -> None:
+        async with self._lifecycle:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            unread = await self._inbox.close()
+            await client.aclose()
+            if unread:
+                logger.warning(
+                    "upstream %r disconnected with %d delivered messages not yet received; "
+                    "receive() still hands them out",
+                    self.name,
+                    unread,
+                )
+            logger.debug("upstream %r disconnected", self.name)
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    def _build_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=self.pool.max_connections,
+            max_keepalive_connections=self.pool.max_keepalive,
+            keepalive_expiry=self.pool.keepalive_expiry_seconds,
+        )
+        transport = self._transport or httpx.AsyncHTTPTransport(limits=limits, retries=0)
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=self.timeouts.capped(None),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def _require_client(self, action: str) -> httpx.AsyncClient:
+        if self._client is None:
+            raise NotConnected(
+                f"{action} on upstream {self.name!r}: the proxy is not connected; "
+                "call connect() or use 'async with'",
+                upstream=self.name,
+            )
+        return self._client
+
+    # -- inbound side ----------------------------------------------------------------
+
+    async def deliver(self, message: JSON) -> str:
+        """Hand a message to receive(); return its id. Raises InboxFull when there is no room."""
+        return await self._inbox.put(message)
+
+    def receive(self) -> AsyncIterator[JSON]:
+        """Yield delivered messages; ends once the proxy disconnects and the inbox is empty."""
+        return self._inbox.messages()
+
+    @property
+    def inbox_size(self) -> int:
+        return len(self._inbox)
+
+    # -- outbound side ---------------------------------------------------------------
+
+    async def send(self, message: JSON, tag: str | None = None) -> JSON:
+        """Post `message` as JSON to the send endpoint; return the upstream's answer."""
+        action = f"send {self.send_method} {self.send_path}"
+        body = jsonlib.dumps(message, separators=(",", ":")).encode()
+        response = await self.request(
+            self.send_method,
+            self.send_path,
+            content=body,
+            headers={"content-type": "application/json"},
+            tag=tag,
+            idempotency_key=uuid.uuid4().hex,
+        )
+        async with response:
+            payload = await response.aread()
+        if response.status_code == 401:
+            raise SignatureFailure(
+                f"{action}: upstream {self.name!r} refused the request's credentials (401)",
+                upstream=self.name,
+            )
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"{action}: upstream {self.name!r} answered {response.status_code}",
+                upstream=self.name,
+                status=response.status_code,
+                body=payload,
+                retry_after=parse_retry_after(response.header("retry-after")),
+            )
+        if not payload:
+            return None
+        try:
+            return jsonlib.loads(payload)
+        except ValueError:
+            return payload.decode("utf-8", "replace")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: str | None = None,
+        headers: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
+        content: RequestBody = None,
+        tag: str | None = None,
+        client_key: str | None = None,
+        timeout_seconds: float | None = None,
+        retry_policy: RetryDecider | None = None,
+        idempotency_key: str | None = None,
+    ) -> UpstreamResponse:
+        """Send one request through the throttle and the retry loop; the answer streams.
+
+        `path` must already be percent-encoded, and `query` is the raw, encoded query
+        string, passed on byte for byte. A body given as bytes may be retried; a
+        streamed body is sent at most once.
+        Ends on an answer (returned, even a 5xx once retries are spent), or raises.
+        """
+        method = method.upper()
+        action = f"{method} {path}"
+        client = self._require_client(action)
+        if self.throttle is not None:
+            await self.throttle.admit(tag, client_key)
+        policy = retry_policy or self.retry_policy
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        header_list = list(headers.items() if isinstance(headers, Mapping) else headers or [])
+        if idempotency_key is not None:
+            header_list.append((IDEMPOTENCY_HEADER, idempotency_key))
+        if self.signer is not None and isinstance(content, bytes | str):
+            raw = content.encode() if isinstance(content, str) else content
+            message_id = idempotency_key or uuid.uuid4().hex
+            header_list.extend(self.signer(message_id, raw).items())
+        replayable = content is None or isinstance(content, bytes | str)
+
+        self.in_flight += 1
+        try:
+            return await self._attempt_until_done(
+                client,
+                policy,
+                method,
+                path,
+                query,
+                header_list,
+                content,
+                deadline,
+                replayable=replayable,
+                has_idempotency_key=idempotency_key is not None,
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def _attempt_until_done(
+        self,
+        client: httpx.AsyncClient,
+        policy: RetryDecider,
+        method: str,
+        path: str,
+        query: str | None,
+        headers: list[tuple[str, str]],
+        content: RequestBody,
+        deadline: float | None,
+        *,
+        replayable: bool,
+        has_idempotency_key: bool,
+    ) -> UpstreamResponse:
+        action = f"{method} {path}"
+        if self.retry_budget is not None:
+            self.retry_budget.record_request()
+        attempt = 0
+        previous_delay: float | None = None
+        while True:
+            attempt += 1
+            if self.breaker is not None:
+                self.breaker.before_request()
+            error: BusinessProxyException
+            response: httpx.Response | None = None
+            try:
+                response = await self._send_once(
+                    client, policy, method, path, query, headers, content, deadline, action
+                )
+            except ConnectionFailure as failure:
+                error = failure
+            else:
+                if response.status_code < 400:
+                    self._record_outcome(success=True)
+                    return UpstreamResponse(response, upstream=self.name, attempts=attempt)
+                error = UpstreamError(
+                    f"{action}: upstream {self.name!r} answered {response.status_code}",
+                    upstream=self.name,
+                    status=response.status_code,
+                )
+            self._record_outcome(success=response is not None and response.status_code < 500)
+
+            retry_after = None
+            if response is not None and response.status_code in RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            failure_seen = AttemptFailure(
+                attempt=attempt,
+                method=method,
+                error=error,
+                has_idempotency_key=has_idempotency_key,
+                retry_after_seconds=retry_after,
+            )
+            delay = await self._retry_delay(policy, failure_seen, previous_delay, deadline)
+            if delay is not None and not (replayable or not failure_seen.reached_upstream):
+                delay = None
+            if delay is None:
+                if response is not None:
+                    return UpstreamResponse(response, upstream=self.name, attempts=attempt)
+                if attempt > 1:
+                    raise RetriesExhausted(
+                        f"{action} on upstream {self.name!r}: gave up after {attempt} "
+                        f"attempts; last: {error}",
+                        upstream=self.name,
+                        attempts=attempt,
+                        last_cause=error,
+                    ) from error
+                raise error
+
+            if response is not None:
+                await response.aclose()
+            logger.debug(
+                "retrying %s on upstream %r in %.3fs (attempt %d failed: %s)",
+                action,
+                self.name,
+                delay,
+                attempt,
+                failure_seen.condition,
+            )
+            previous_delay = delay
+            await asyncio.sleep(delay)
+
+    async def _retry_delay(
+        self,
+        policy: RetryDecider,
+        failure: AttemptFailure,
+        previous_delay: float | None,
+        deadline: float | None,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop here."""
+        if not await policy.should_retry(failure):
+            return None
+        delay = policy.backoff_seconds(failure.attempt, previous_delay)
+        if policy.respect_retry_after and failure.retry_after_seconds is not None:
+            delay = max(delay, failure.retry_after_seconds)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return None
+        if self.retry_budget is not None and not self.retry_budget.try_spend_retry():
+            logger.debug("retry budget of upstream %r is spent; not retrying", self.name)
+            return None
+        return delay
+
+    def _record_outcome(self, *, success: bool) -> None:
+        if self.breaker is None:
+            return
+        if success:
+            self.breaker.record_success()
+        else:
+            self.breaker.record_failure()
+
+    async def _send_once(
+        self,
+        client: httpx.AsyncClient,
+        policy: RetryDecider,
+        method: str,
+        path: str,
+        query: str | None,
+        headers: list[tuple[str, str]],
+        content: RequestBody,
+        deadline: float | None,
+        action: str,
+    ) -> httpx.Response:
+        """One attempt, up to the answer's headers; the body is left to stream."""
+        limit = policy.per_try_timeout_seconds
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            limit = remaining if limit is None else min(limit, remaining)
+        url = httpx.URL(self.base_url + path)
+        if query:
+            url = url.copy_with(query=query.encode())
+        request = client.build_request(
+            method,
+            url,
+            headers=headers,
+            content=content,
+            timeout=self.timeouts.capped(limit) if limit is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        try:
+            if limit is None:
+                return await client.send(request, stream=True)
+            async with asyncio.timeout(limit):
+                return await client.send(request, stream=True)
+        except TimeoutError as error:
+            raise UpstreamTimeout(
+                f"{action} on upstream {self.name!r}: no answer within {limit:.3f}s",
+                upstream=self.name,
+                phase="deadline",
+            ) from error
+        except httpx.HTTPError as error:
+            raise translate_httpx_error(error, upstream=self.name, action=action) from error
+        except (httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError) as error:
+            raise translate_httpx_error(error, upstream=self.name, action=action) from error
