@@ -1,0 +1,1 @@
+"""Retry policies, throttle budgets and circuit breakers, free of any HTTP framework."""
