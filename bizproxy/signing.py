@@ -336,18 +336,25 @@ class DeliveredIds:
 
     def seen_before(self, message_id: str, now: float | None = None) -> bool:
         """True when the id was recorded within the window; otherwise record it now."""
+        if self.contains(message_id, now):
+            return True
+        self.record(message_id, now)
+        return False
+
+    def contains(self, message_id: str, now: float | None = None) -> bool:
+        """True when the id was recorded within the window; records nothing."""
         moment = time.monotonic() if now is None else now
         self._forget_older_than(moment - self.window_seconds)
-
         recorded_at = self._recorded.get(message_id)
-        if recorded_at is not None and moment - recorded_at <= self.window_seconds:
-            return True
+        return recorded_at is not None and moment - recorded_at <= self.window_seconds
 
+    def record(self, message_id: str, now: float | None = None) -> None:
+        """Remember the id as delivered now (after the delivery succeeded)."""
+        moment = time.monotonic() if now is None else now
         self._recorded.pop(message_id, None)
         self._recorded[message_id] = moment
         while len(self._recorded) > self.max_entries:
             self._recorded.popitem(last=False)
-        return False
 
     def _forget_older_than(self, cutoff: float) -> None:
         # Entries are in recording order, so the stale ones are at the front.

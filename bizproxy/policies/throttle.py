@@ -11,18 +11,13 @@ from typing import Literal, Protocol
 
 from bizproxy.errors import Throttled
 from bizproxy.interface import ThrottlePluginCallable
+from bizproxy.policies.throttle_store import ThrottleStore
 
 
 class Throttle(Protocol):
     """What the proxy asks before each request: admit it, or raise Throttled."""
 
     async def admit(self, tag: str | None, client_key: str | None = None) -> None: ...
-
-
-class TokenStore(Protocol):
-    """Token buckets by key; `take` returns 0.0 when admitted, else seconds until a token."""
-
-    async def take(self, key: str, rate_per_second: float, burst: int) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class BudgetThrottle:
     def __init__(
         self,
         budgets: Mapping[str, Budget],
-        store: TokenStore,
+        store: ThrottleStore,
         plugins: Mapping[str, Throttle] | None = None,
     ) -> None:
         self.budgets = dict(budgets)

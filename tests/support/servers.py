@@ -21,12 +21,14 @@ def _bound_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_app(app: Any, *, interface: str = "auto", **config: Any) -> Iterator[str]:
+def serve_app(
+    app: Any, *, interface: str = "auto", lifespan: str = "off", **config: Any
+) -> Iterator[str]:
     """Serve an ASGI (or WSGI, with interface='wsgi') app; yield its base URL."""
     sock = _bound_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", interface=interface, lifespan="off", **config)
+        uvicorn.Config(app, log_level="warning", interface=interface, lifespan=lifespan, **config)
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

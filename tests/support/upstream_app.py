@@ -108,6 +108,15 @@ class UpstreamApp:
         elif path == "/gzip":
             payload = gzip.compress(b"compressed hello " * 100)
             await respond(send, 200, payload, [("content-encoding", "gzip")], "text/plain")
+        elif path == "/hop":
+            headers = [
+                ("connection", "x-hop-out"),
+                ("x-hop-out", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authenticate", "Basic"),
+                ("x-kept", "yes"),
+            ]
+            await respond_json(send, 200, {"hop": True}, headers)
         elif path == "/bytes":
             await stream_bytes(send, int(query.get("n", "1024")))
         else:

@@ -1,0 +1,89 @@
+"""Delivering: an inbound message goes into an upstream proxy's receive() stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bizproxy.admission import admit_body
+from bizproxy.errors import BusinessProxyException
+from bizproxy.inbound import (
+    BadRequest,
+    ClientDisconnected,
+    InboundRequest,
+    Receive,
+    Send,
+    answer_exception,
+    send_error,
+    send_json,
+)
+from bizproxy.table import CompiledRoute, DeliverTarget, RouteTable
+
+logger = logging.getLogger("bizproxy.deliver")
+
+
+async def deliver(
+    table: RouteTable,
+    route: CompiledRoute,
+    params: dict[str, str],
+    scope: Any,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Serve one request on a deliver route: 202 with a message id once the inbox holds it."""
+    request = InboundRequest(scope)
+    target = route.target
+    if not isinstance(target, DeliverTarget):
+        raise TypeError(f"route {route.path} is not a deliver route")
+    try:
+        await _deliver(table, route, target, request, receive, send)
+    except BadRequest as error:
+        await send_error(
+            send,
+            error.status,
+            error.error_type,
+            error.message,
+            request_id=request.request_id,
+            route=route.path,
+            upstream=target.upstream,
+            details=error.details,
+        )
+    except BusinessProxyException as error:
+        await answer_exception(send, error, request_id=request.request_id, route=route.path)
+    except ClientDisconnected:
+        logger.debug("client went away while delivering to %s", route.path)
+
+
+async def _deliver(
+    table: RouteTable,
+    route: CompiledRoute,
+    target: DeliverTarget,
+    request: InboundRequest,
+    receive: Receive,
+    send: Send,
+) -> None:
+    body = await admit_body(route, request, receive, table.server.max_body_bytes, require_json=True)
+    if table.throttle is not None:
+        await table.throttle.admit(route.tag, request.peer)
+
+    # A sender retrying a message we already hold is told "accepted" so it stops retrying.
+    ids = route.delivered_ids if body.message_id is not None else None
+    if ids is not None and body.message_id is not None and ids.contains(body.message_id):
+        await send_json(
+            send,
+            202,
+            {"message_id": body.message_id, "duplicate": True},
+            request_id=request.request_id,
+        )
+        return
+
+    message_id = await table.proxies[target.upstream].deliver(body.parsed)
+    # Recorded only once the inbox holds it: a refused delivery may be sent again.
+    if ids is not None and body.message_id is not None:
+        ids.record(body.message_id)
+    await send_json(
+        send,
+        202,
+        {"message_id": body.message_id or message_id, "duplicate": False},
+        request_id=request.request_id,
+    )

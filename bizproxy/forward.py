@@ -1,0 +1,336 @@
+"""Forwarding: one inbound request becomes one upstream request, and its answer comes back.
+
+What passes through is left alone (status, body bytes, content-encoding, every
+Set-Cookie); what bizproxy changes it changes on purpose: hop-by-hop headers go,
+X-Forwarded-* and X-Request-ID are set, templated parts are rendered and encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import jinja2
+
+from bizproxy.admission import admit_body
+from bizproxy.errors import BusinessProxyException, Throttled
+from bizproxy.inbound import (
+    REQUEST_ID_HEADER,
+    BadRequest,
+    ClientDisconnected,
+    InboundRequest,
+    Receive,
+    Send,
+    answer_exception,
+    client_address,
+    connection_named,
+    is_hop_by_hop,
+    is_trusted,
+    read_or_stream_body,
+    send_error,
+)
+from bizproxy.proxy import UpstreamResponse
+from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
+
+logger = logging.getLogger("bizproxy.forward")
+
+
+class RestOfPath(str):
+    """A `{name:path}` parameter's value: slashes are kept when rendered into a path."""
+
+    __slots__ = ()
+
+
+def encode_path_value(value: Any) -> str:
+    """Percent-encode a value rendered into an upstream path: it cannot add a query,
+    a fragment or a host; only a rest-of-path parameter keeps its slashes."""
+    text = "" if value is None else str(value)
+    return quote(text, safe="/" if isinstance(value, RestOfPath) else "")
+
+
+def path_context(route: CompiledRoute, params: dict[str, str]) -> dict[str, str]:
+    """Path parameters for templates; dot-segments in a rest-of-path value are refused."""
+    context: dict[str, str] = {}
+    for name, value in params.items():
+        if route.path_parameters.get(name):
+            if any(part in (".", "..") for part in value.split("/")):
+                raise BadRequest(
+                    400,
+                    "BadPath",
+                    f"path parameter {name!r} may not contain '.' or '..' segments",
+                )
+            context[name] = RestOfPath(value)
+        else:
+            context[name] = value
+    return context
+
+
+def template_context(
+    route: CompiledRoute,
+    request: InboundRequest,
+    params: dict[str, str],
+    body: Any,
+) -> dict[str, Any]:
+    return {
+        "path": path_context(route, params),
+        "query": dict(parse_qsl(request.query_string, keep_blank_values=True)),
+        "headers": request.headers,
+        "body": body,
+        "method": request.method,
+        "tag": route.tag,
+    }
+
+
+def render(template: jinja2.Template, context: dict[str, Any], what: str) -> str:
+    try:
+        return template.render(context)
+    except jinja2.UndefinedError as error:
+        raise BadRequest(
+            400, "TemplateError", f"{what} needs a value the request lacks: {error.message}"
+        ) from error
+    except jinja2.TemplateError as error:
+        raise BadRequest(400, "TemplateError", f"{what} could not be rendered: {error}") from error
+
+
+def upstream_headers(
+    request: InboundRequest, table: RouteTable, rendered: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Inbound headers minus hop-by-hop and Host, plus X-Forwarded-* and X-Request-ID."""
+    named = connection_named(request.header_pairs)
+    replaced = {name.lower() for name, _ in rendered}
+    skip = {
+        "host",
+        "content-length",
+        REQUEST_ID_HEADER,
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        *replaced,
+    }
+    headers = [
+        (name, value)
+        for name, value in request.header_pairs
+        if name not in skip and not is_hop_by_hop(name, named)
+    ]
+    trusted = is_trusted(request.peer, table.server.trusted_proxies)
+    peer = request.peer or ""
+    forwarded_for = request.headers.get("x-forwarded-for")
+    headers.append(
+        ("x-forwarded-for", f"{forwarded_for}, {peer}" if trusted and forwarded_for else peer)
+    )
+    scheme = request.scope.get("scheme", "http")
+    proto = request.headers.get("x-forwarded-proto") if trusted else None
+    headers.append(("x-forwarded-proto", proto or scheme))
+    forwarded_host = request.headers.get("x-forwarded-host") if trusted else None
+    host = forwarded_host or request.headers.get("host")
+    if host:
+        headers.append(("x-forwarded-host", host))
+    headers.append((REQUEST_ID_HEADER, request.request_id))
+    headers.extend(rendered)
+    return headers
+
+
+def rendered_headers(
+    target: ForwardTarget, context: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    if not target.header_templates or context is None:
+        return []
+    rendered = []
+    for name, template in target.header_templates:
+        value = render(template, context, f"header {name!r}")
+        if "\r" in value or "\n" in value:
+            raise BadRequest(
+                400, "BadHeader", f"header {name!r} would contain a line break; refused"
+            )
+        rendered.append((name, value))
+    return rendered
+
+
+def upstream_path(
+    target: ForwardTarget, request: InboundRequest, context: dict[str, Any] | None
+) -> str:
+    if target.path_template is None or context is None:
+        return request.raw_path
+    path = render(target.path_template, context, "the upstream path")
+    return path if path.startswith("/") else f"/{path}"
+
+
+def upstream_query(
+    target: ForwardTarget, request: InboundRequest, context: dict[str, Any] | None
+) -> str:
+    query = request.query_string
+    if not target.query_templates or context is None:
+        return query
+    added = "&".join(
+        f"{quote(name, safe='')}={quote(render(template, context, f'query {name!r}'), safe='')}"
+        for name, template in target.query_templates
+    )
+    return f"{query}&{added}" if query else added
+
+
+def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[bytes, bytes]]:
+    named = connection_named(response.headers)
+    headers = [
+        (key.lower().encode("latin-1"), value.encode("latin-1"))
+        for key, value in response.headers
+        if not is_hop_by_hop(key, named) and key.lower() != REQUEST_ID_HEADER
+    ]
+    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+    return headers
+
+
+def throttle_headers(table: RouteTable, error: Throttled) -> list[tuple[bytes, bytes]]:
+    budget = table.throttle.budgets.get(error.tag or "")
+    if budget is None:
+        return []
+    reset = max(1, round(error.retry_after or 1))
+    tag = budget.tag
+    return [
+        (b"ratelimit-policy", budget.policy_header.encode()),
+        (b"ratelimit", f'"{tag}";r=0;t={reset}'.encode()),
+    ]
+
+
+class DisconnectWatch:
+    """Cancels the request's task when the client goes away, so the upstream call stops too."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.disconnected = False
+        self._receive = receive
+        self._owner = asyncio.current_task()
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                if self._owner is not None:
+                    self._owner.cancel()
+                return
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def forward(
+    table: RouteTable,
+    route: CompiledRoute,
+    params: dict[str, str],
+    scope: Any,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Serve one request on a forward route."""
+    request = InboundRequest(scope)
+    target = route.target
+    assert isinstance(target, ForwardTarget)
+    proxy = table.proxies[target.upstream]
+    try:
+        await _forward(table, route, target, proxy, request, params, receive, send)
+    except BadRequest as error:
+        await send_error(
+            send,
+            error.status,
+            error.error_type,
+            error.message,
+            request_id=request.request_id,
+            route=route.path,
+            upstream=target.upstream,
+            details=error.details,
+        )
+    except Throttled as error:
+        await answer_exception(
+            send,
+            error,
+            request_id=request.request_id,
+            route=route.path,
+            headers=throttle_headers(table, error),
+        )
+    except BusinessProxyException as error:
+        await answer_exception(send, error, request_id=request.request_id, route=route.path)
+    except ClientDisconnected:
+        logger.debug("client went away during %s %s", request.method, route.path)
+
+
+async def _forward(
+    table: RouteTable,
+    route: CompiledRoute,
+    target: ForwardTarget,
+    proxy: Any,
+    request: InboundRequest,
+    params: dict[str, str],
+    receive: Receive,
+    send: Send,
+) -> None:
+    # Read: the whole body when something must look at it, else hold-or-stream.
+    limit = table.server.max_body_bytes
+    declared = request.declared_length()
+    if declared is not None and declared > limit:
+        raise BadRequest(
+            413, "BodyTooLarge", f"request body is larger than the limit of {limit} bytes"
+        )
+    body_json: Any = None
+    content: bytes | AsyncIterator[bytes] | None
+    if route.needs_body:
+        admitted = await admit_body(route, request, receive, limit, require_json=False)
+        content, body_json = admitted.raw, admitted.parsed
+    elif request.has_body():
+        content = await read_or_stream_body(receive, limit=limit, hold_limit=RETRY_BODY_LIMIT)
+    else:
+        content = None
+
+    # Shape: templates render against the request.
+    needs_context = target.path_template or target.header_templates or target.query_templates
+    context = (
+        template_context(route, request, params, body_json)
+        if needs_context or target.body_template
+        else None
+    )
+    if target.body_template is not None and context is not None:
+        content = render(target.body_template, context, "the upstream body").encode()
+    headers = upstream_headers(request, table, rendered_headers(target, context))
+    if isinstance(content, AsyncIterator) and declared is not None:
+        headers.append(("content-length", str(declared)))
+
+    # Send, then stream the answer back while watching for the client leaving.
+    watch = None if isinstance(content, AsyncIterator) else DisconnectWatch(receive)
+    try:
+        response = await proxy.request(
+            request.method,
+            upstream_path(target, request, context),
+            query=upstream_query(target, request, context),
+            headers=headers,
+            content=content,
+            tag=route.tag,
+            client_key=client_address(request, table.server.trusted_proxies),
+            timeout_seconds=target.timeout_seconds,
+            retry_policy=target.retry_policy,
+        )
+        async with response:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": response_headers(response, request.request_id),
+                }
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+    except asyncio.CancelledError:
+        if watch is None or not watch.disconnected:
+            raise
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        logger.debug("client disconnected; upstream request for %s cancelled", route.path)
+    finally:
+        if watch is not None:
+            await watch.stop()

@@ -1,0 +1,315 @@
+"""The gateway: the ASGI app that serves the current route table, and swaps it atomically.
+
+A request reads the current table once, at its start, and finishes on it. Matched
+routes go straight to `forward` or `deliver` (a trie lookup, no framework routing on
+the hot path); everything else (operational endpoints, /docs, /openapi.json) goes to
+the table's FastAPI app, where every route is also registered, so the OpenAPI document
+shows the table that is serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from bizproxy.deliver import deliver
+from bizproxy.forward import forward
+from bizproxy.inbound import send_error
+from bizproxy.proxy import HTTPXFastAPIProxy
+from bizproxy.table import CompiledRoute, RouteTable
+
+logger = logging.getLogger("bizproxy")
+
+RESERVED_PREFIX = "/-/"
+FRAMEWORK_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+Handler = Callable[[RouteTable, CompiledRoute, dict[str, str], Any, Any, Any], Awaitable[None]]
+ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass
+class ReloadStatus:
+    """What the operational table endpoint reports about the last reload attempt."""
+
+    attempted_at: float | None = None
+    ok: bool | None = None
+    errors: list[str] = field(default_factory=list)
+    version: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ServedTable:
+    """A table with the FastAPI app built for it: swapped in as one reference."""
+
+    table: RouteTable
+    app: FastAPI
+
+
+class Gateway:
+    """Serves one route table at a time; `swap` replaces it while requests keep flowing."""
+
+    def __init__(self, table: RouteTable, *, reload: ReloadCallback | None = None) -> None:
+        self._served = ServedTable(table, self._build_app(table))
+        self._reload = reload
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.reload_status = ReloadStatus(version=table.version)
+        self.started = False
+
+    # -- the current table -------------------------------------------------------------
+
+    @property
+    def table(self) -> RouteTable:
+        return self._served.table
+
+    def proxy(self, name: str) -> HTTPXFastAPIProxy:
+        """The current table's proxy for upstream `name`, for business code in this process."""
+        try:
+            return self._served.table.proxies[name]
+        except KeyError:
+            known = ", ".join(sorted(self._served.table.proxies)) or "none"
+            raise KeyError(f"no upstream named {name!r} (known: {known})") from None
+
+    async def swap(self, table: RouteTable) -> None:
+        """Serve `table` from now on; retire the old one once its requests finish."""
+        new = ServedTable(table, self._build_app(table))
+        if self.started:
+            await _connect_all(table)
+        old, self._served = self._served, new
+        self.reload_status.version = table.version
+        task = asyncio.create_task(self._retire(old.table, table))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: RouteTable, new: RouteTable) -> None:
+        """Close the old table's proxies that the new one does not share, once idle."""
+        drained = await old.usage.wait_idle(old.server.drain_timeout_seconds)
+        if not drained:
+            logger.warning(
+                "old route table %s still had %d requests after the drain timeout of %.0fs; "
+                "closing its upstream connections",
+                old.version[:12],
+                old.usage.in_flight,
+                old.server.drain_timeout_seconds,
+            )
+        kept = {id(proxy) for proxy in new.proxies.values()}
+        for proxy in old.proxies.values():
+            if id(proxy) not in kept:
+                await proxy.disconnect()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await _connect_all(self.table)
+        self.started = True
+
+    async def stop(self) -> None:
+        """Close every upstream pool, after retiring tables have drained."""
+        self.started = False
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for proxy in self.table.proxies.values():
+            await proxy.disconnect()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        served = self._served
+        if scope["type"] != "http":
+            await served.app(scope, receive, send)
+            return
+        table = served.table
+        path: str = scope["path"]
+        if path.startswith(RESERVED_PREFIX) or path in FRAMEWORK_PATHS:
+            await served.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path")
+        match = table.router.match(
+            scope["method"], raw_path.decode("latin-1") if raw_path else path
+        )
+        if match is None or match.route is None:
+            await _no_route(scope, send, match.allowed if match else None)
+            return
+        route = match.route
+        table.usage.enter()
+        try:
+            handler = forward if route.kind == "forward" else deliver
+            await handler(table, route, match.params, scope, receive, send)
+        finally:
+            table.usage.leave()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the per-table FastAPI app ---------------------------------------------------------
+
+    def _build_app(self, table: RouteTable) -> FastAPI:
+        app = FastAPI(
+            title="bizproxy",
+            version=table.version[:12],
+            description="Routes served from routes.yaml by bizproxy.",
+        )
+        for route in table.routes:
+            app.add_api_route(
+                route.path,
+                _framework_endpoint(table, route),
+                methods=sorted(route.methods),
+                name=f"route {route.index}: {' '.join(sorted(route.methods))} {route.path}",
+                summary=_summary(route),
+                openapi_extra=_openapi_extra(route),
+                include_in_schema=True,
+            )
+        self._add_operational_endpoints(app, table)
+        return app
+
+    def _add_operational_endpoints(self, app: FastAPI, table: RouteTable) -> None:
+        @app.get("/-/live", include_in_schema=False)
+        async def live() -> dict[str, str]:
+            return {"status": "live"}
+
+        @app.get("/-/ready", include_in_schema=False)
+        async def ready() -> Response:
+            waiting = sorted(n for n, p in table.proxies.items() if not p.is_connected)
+            if waiting:
+                return JSONResponse({"status": "not ready", "waiting_for": waiting}, 503)
+            return JSONResponse({"status": "ready"})
+
+        @app.get("/-/table", include_in_schema=False)
+        async def current_table() -> dict[str, Any]:
+            status = self.reload_status
+            return {
+                **table.description,
+                "version": table.version,
+                "in_flight": table.usage.in_flight,
+                "last_reload": {
+                    "attempted_at": status.attempted_at,
+                    "ok": status.ok,
+                    "errors": status.errors,
+                },
+            }
+
+        @app.post("/-/reload", include_in_schema=False)
+        async def reload(request: Request) -> Response:
+            token = table.server.admin_token
+            if not token or self._reload is None:
+                return JSONResponse(
+                    {"error": {"type": "NotFound", "message": "reload over HTTP is off"}}, 404
+                )
+            if request.headers.get("authorization") != f"Bearer {token}":
+                return JSONResponse(
+                    {"error": {"type": "Unauthorized", "message": "admin token required"}}, 401
+                )
+            result = await self._reload()
+            return JSONResponse(dict(result), 200 if result.get("ok") else 422)
+
+    def record_reload(self, *, ok: bool, errors: list[str]) -> None:
+        self.reload_status.attempted_at = time.time()
+        self.reload_status.ok = ok
+        self.reload_status.errors = errors
+
+
+async def _connect_all(table: RouteTable) -> None:
+    await asyncio.gather(*(proxy.connect() for proxy in table.proxies.values()))
+
+
+async def _no_route(scope: Scope, send: Send, allowed: frozenset[str] | None) -> None:
+    from bizproxy.inbound import InboundRequest
+
+    request = InboundRequest(scope)
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        await send_error(
+            send,
+            405,
+            "MethodNotAllowed",
+            f"{request.method} is not routed for {scope['path']}; allowed: {allow}",
+            request_id=request.request_id,
+            headers=[(b"allow", allow.encode())],
+        )
+        return
+    await send_error(
+        send,
+        404,
+        "NoRoute",
+        f"no route matches {request.method} {scope['path']}",
+        request_id=request.request_id,
+    )
+
+
+class _DelegatingResponse(Response):
+    """Hands the raw ASGI call to bizproxy's own handler, for requests routed by FastAPI."""
+
+    def __init__(self, run: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        super().__init__()
+        self._run = run
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._run(scope, receive, send)
+
+
+def _framework_endpoint(table: RouteTable, route: CompiledRoute) -> Callable[..., Any]:
+    async def endpoint(request: Request) -> Response:
+        params = {name: str(value) for name, value in request.path_params.items()}
+
+        async def run(scope: Scope, receive: Receive, send: Send) -> None:
+            handler = forward if route.kind == "forward" else deliver
+            await handler(table, route, params, scope, receive, send)
+
+        return _DelegatingResponse(run)
+
+    return endpoint
+
+
+def _summary(route: CompiledRoute) -> str:
+    target = route.target
+    return f"{route.kind} to upstream {target.upstream!r}"
+
+
+def _openapi_extra(route: CompiledRoute) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in route.path_parameters
+        ],
+        "responses": {"202" if route.kind == "deliver" else "200": {"description": "answered"}},
+    }
+    if route.body_schema is not None:
+        extra["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": dict(route.body_schema)}},
+        }
+    if route.tag is not None:
+        extra["x-bizproxy-tag"] = route.tag
+    return extra

@@ -1,0 +1,105 @@
+"""Putting the parts together: a gateway built from a file, and serving it with uvicorn.
+
+Business code in the same process uses `load_gateway` to reach its upstreams' proxies:
+
+    gateway = load_gateway("routes.yaml")
+    async with gateway:
+        await gateway.proxy("orders").send({"order": 1}, tag="checkout")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import uvicorn
+
+from bizproxy.config import load_config
+from bizproxy.config.models import RedisStoreConfig, RoutesConfig
+from bizproxy.gateway import Gateway
+from bizproxy.policies.redis_store import RedisThrottleStore
+from bizproxy.policies.throttle_store import MemoryThrottleStore, ThrottleStore
+from bizproxy.reload import Reloader
+from bizproxy.table import compile_table
+
+logger = logging.getLogger("bizproxy")
+
+
+def build_store(config: RoutesConfig) -> ThrottleStore:
+    store = config.throttle_store
+    if isinstance(store, RedisStoreConfig):
+        return RedisThrottleStore(
+            store.redis.get_secret_value() if hasattr(store.redis, "get_secret_value") else str(store.redis),
+            on_failure=store.on_failure,
+            key_prefix=store.key_prefix,
+        )
+    return MemoryThrottleStore()
+
+
+def load_gateway(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Gateway:
+    """Load, validate and compile a config into a gateway; raises ConfigError when invalid."""
+    loaded = load_config(path, environ=environ)
+    store = build_store(loaded.model)
+    reloader = Reloader(path, loaded, store, environ=environ)
+    gateway = Gateway(compile_table(loaded, store=store), reload=reloader.reload_now)
+    reloader.gateway = gateway
+    gateway.reloader = reloader
+    return gateway
+
+
+def uvicorn_config(gateway: Gateway, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        gateway,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(gateway.table.server.drain_timeout_seconds) or None,
+        **options,
+    )
+
+
+async def serve(
+    gateway: Gateway,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    watch: bool = True,
+    force_polling: bool = False,
+    **uvicorn_options: Any,
+) -> None:
+    """Serve until SIGTERM or SIGINT; reload on file changes (when `watch`) and on SIGHUP."""
+    server = uvicorn.Server(uvicorn_config(gateway, host=host, port=port, **uvicorn_options))
+    stop_watching = asyncio.Event()
+    reloader = gateway.reloader
+    tasks: list[asyncio.Task[Any]] = []
+    loop = asyncio.get_running_loop()
+    if reloader is not None:
+        if watch:
+            tasks.append(asyncio.create_task(reloader.watch(stop_watching, force_polling=force_polling)))
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: tasks.append(asyncio.create_task(reloader.reload_now("SIGHUP")))
+            )
+    try:
+        await server.serve()
+    finally:
+        stop_watching.set()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,144 @@
+"""Operational endpoints, the OpenAPI document, and an upstream nobody here wrote (httpbin)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bizproxy.gateway import Gateway
+from tests.support.gateway import running_gateway
+from tests.support.servers import serve_app
+
+CONFIG = """
+version: 1
+server:
+  admin_token: "${{ADMIN_TOKEN:-}}"
+upstreams:
+  app:
+    url: {upstream}
+    headers: {{Authorization: "Bearer ${{APP_TOKEN}}"}}
+routes:
+  - path: /orders/{{order_id}}
+    methods: [GET]
+    forward: {{upstream: app, path: "/echo/{{{{ path.order_id }}}}"}}
+  - path: /files/{{rest:path}}
+    methods: [GET]
+    forward: {{upstream: app}}
+  - path: /hooks/pay
+    methods: [POST]
+    body_schema: pay.schema.json
+    deliver: {{upstream: app}}
+"""
+
+PAY_SCHEMA = {"type": "object", "properties": {"amount": {"type": "integer"}}}
+
+
+@pytest.fixture
+def gateway(upstream_url: str, tmp_path: Path) -> Iterator[tuple[str, Gateway]]:
+    (tmp_path / "pay.schema.json").write_text(json.dumps(PAY_SCHEMA))
+    config = CONFIG.format(upstream=upstream_url)
+    with running_gateway(config, tmp_path, APP_TOKEN="very-secret-token") as served:
+        yield served
+
+
+def test_operations_live_and_ready(gateway: tuple[str, Gateway]) -> None:
+    """Liveness answers at once; readiness once every upstream proxy is connected."""
+    url, _ = gateway
+    assert httpx.get(f"{url}/-/live").json() == {"status": "live"}
+    ready = httpx.get(f"{url}/-/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_operations_not_ready_before_connect(upstream_url: str, tmp_path: Path) -> None:
+    """Before its proxies connect, the gateway answers 503 on readiness, naming them."""
+    from bizproxy.runtime import load_gateway
+
+    (tmp_path / "pay.schema.json").write_text(json.dumps(PAY_SCHEMA))
+    (tmp_path / "routes.yaml").write_text(CONFIG.format(upstream=upstream_url))
+    gateway = load_gateway(tmp_path / "routes.yaml", environ={"APP_TOKEN": "t"})
+    transport = httpx.ASGITransport(app=gateway)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bizproxy") as client:
+        response = await client.get("/-/ready")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "waiting_for": ["app"]}
+
+
+def test_operations_table_shows_routes_and_no_secrets(gateway: tuple[str, Gateway]) -> None:
+    """The table endpoint lists routes and upstreams with the config version, never secrets."""
+    url, served = gateway
+    response = httpx.get(f"{url}/-/table")
+    assert response.status_code == 200
+    table = response.json()
+    assert table["version"] == served.table.version
+    assert [r["path"] for r in table["routes"]] == [
+        "/orders/{order_id}",
+        "/files/{rest:path}",
+        "/hooks/pay",
+    ]
+    assert table["upstreams"]["app"]["header_names"] == ["Authorization"]
+    assert "very-secret-token" not in response.text
+
+
+def test_operations_reload_endpoint_is_off_without_admin_token(
+    gateway: tuple[str, Gateway],
+) -> None:
+    """POST /-/reload answers 404 unless an admin token is configured."""
+    url, _ = gateway
+    assert httpx.post(f"{url}/-/reload").status_code == 404
+
+
+def test_operations_openapi_lists_every_route_with_parameters_and_body(
+    gateway: tuple[str, Gateway],
+) -> None:
+    """The live OpenAPI document shows each route, its path parameters and body schema."""
+    url, _ = gateway
+    document = httpx.get(f"{url}/openapi.json").json()
+    paths = document["paths"]
+    assert set(paths) == {"/orders/{order_id}", "/files/{rest}", "/hooks/pay"} or set(paths) == {
+        "/orders/{order_id}",
+        "/files/{rest:path}",
+        "/hooks/pay",
+    }
+    get_order = paths["/orders/{order_id}"]["get"]
+    assert [p["name"] for p in get_order["parameters"]] == ["order_id"]
+    body = paths["/hooks/pay"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == PAY_SCHEMA
+    assert httpx.get(f"{url}/docs").status_code == 200
+
+
+def test_forward_to_httpbin_reports_what_it_received(tmp_path: Path) -> None:
+    """httpbin, an upstream nobody here wrote, sees the method, path, query, headers and body."""
+    from httpbin import app as httpbin_app
+
+    config = """
+version: 1
+upstreams:
+  bin: {url: "URL"}
+routes:
+  - path: /bin/{rest:path}
+    methods: [GET, POST, PUT, PATCH, DELETE]
+    forward: {upstream: bin, path: "/{{ path.rest }}", headers: {X-Route: "bin"}}
+"""
+    with serve_app(httpbin_app, interface="wsgi") as bin_url:
+        with running_gateway(config.replace("URL", bin_url), tmp_path) as (url, _):
+            response = httpx.put(
+                f"{url}/bin/anything/a/b?x=1&x=2&q=a%2Bb",
+                content=b'{"k": "v"}',
+                headers={"Content-Type": "application/json", "X-Custom": "kept"},
+            )
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["method"] == "PUT"
+    assert seen["url"].endswith("/anything/a/b?x=1&x=2&q=a%2Bb")
+    assert seen["args"] == {"x": ["1", "2"], "q": "a+b"}
+    assert seen["data"] == '{"k": "v"}'
+    assert seen["json"] == {"k": "v"}
+    assert seen["headers"]["X-Custom"] == "kept"
+    assert seen["headers"]["X-Route"] == "bin"
+    assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["headers"]["Content-Length"] == "10"
