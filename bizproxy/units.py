@@ -104,3 +104,10 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+# The accepted text forms, for JSON Schema (the regex syntax is shared with ECMA-262).
+DURATION_PATTERN = _DURATION.pattern
+SIZE_PATTERN = _SIZE.pattern
+RATE_PATTERN = _RATE.pattern
+PERCENT_PATTERN = _PERCENT.pattern

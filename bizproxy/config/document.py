@@ -1,0 +1,132 @@
+"""A parsed config file: plain values plus the place of every key and value in the text.
+
+Every later stage (schema validation, cross-section checks) reports problems through a
+`Document`, so each message points at the line and column of the value at fault and
+never shows a value that came from the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bizproxy.errors import ConfigProblem, Severity
+
+Key = str | int
+KeyPath = tuple[Key, ...]
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A place in the text, 1-based."""
+
+    line: int
+    column: int
+
+
+START = Mark(1, 1)
+
+
+def format_path(path: KeyPath) -> str:
+    """Show a key path the way an operator reads it: routes[3].forward.upstream."""
+    parts: list[str] = []
+    for key in path:
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        elif _PLAIN_KEY.match(key):
+            parts.append(f".{key}" if parts else key)
+        else:
+            parts.append(f"[{key!r}]")
+    return "".join(parts)
+
+
+def describe(value: object) -> str:
+    """Show a value as YAML wrote it: strings quoted, containers by kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass
+class Document:
+    """The values of one config file, where each came from, and what went wrong so far."""
+
+    filename: str
+    data: Any = None
+    values: dict[KeyPath, Mark] = field(default_factory=dict)
+    keys: dict[KeyPath, Mark] = field(default_factory=dict)
+    substituted: dict[KeyPath, str] = field(default_factory=dict)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def mark(self, path: KeyPath, *, key: bool = False) -> Mark:
+        """The place of the value (or its key) at `path`, else of its nearest ancestor."""
+        table = self.keys if key else self.values
+        found = table.get(path)
+        if found is not None:
+            return found
+        for end in range(len(path) - 1, -1, -1):
+            found = self.values.get(path[:end]) or self.keys.get(path[:end])
+            if found is not None:
+                return found
+        return START
+
+    def show(self, path: KeyPath, value: object) -> str:
+        """Describe the value at `path` without revealing anything taken from the environment."""
+        raw = self.substituted.get(path)
+        if raw is not None:
+            return f"the substituted value of {raw!r}"
+        return describe(value)
+
+    def add(
+        self,
+        path: KeyPath,
+        message: str,
+        *,
+        key: bool = False,
+        at: KeyPath | None = None,
+        mark: Mark | None = None,
+        severity: Severity = "error",
+    ) -> None:
+        """Record a problem about `path`, placed at `mark`, else at `at`, else at `path`."""
+        if mark is None:
+            mark = self.mark(path if at is None else at, key=key)
+        self.problems.append(
+            ConfigProblem(
+                file=self.filename,
+                line=mark.line,
+                column=mark.column,
+                path=format_path(path),
+                message=message,
+                severity=severity,
+            )
+        )
+
+    def get(self, path: KeyPath) -> Any:
+        """The value at `path`, or None when any step is missing or of another kind."""
+        node = self.data
+        for key in path:
+            in_list = isinstance(key, int) and isinstance(node, list) and 0 <= key < len(node)
+            in_mapping = isinstance(key, str) and isinstance(node, dict) and key in node
+            if not (in_list or in_mapping):
+                return None
+            node = node[key]
+        return node
