@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bizproxy import __version__
 
@@ -42,7 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the JSON Schema of routes.yaml",
         description="Print the JSON Schema of routes.yaml, generated from the config models.",
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a config, reloading it when it changes",
+        description="Serve the routes of a config with uvicorn; reload on edits and SIGHUP.",
+    )
+    serve.add_argument("file", nargs="?", default="routes.yaml", metavar="FILE")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
+    serve.add_argument(
+        "--poll", action="store_true", help="poll for changes (for mounts without events)"
+    )
+    _add_logging_options(serve)
+
+    diff = commands.add_parser(
+        "diff",
+        help="summarise what changes between two configs",
+        description="Print what a reload from OLD to NEW would change, as the server logs it.",
+    )
+    diff.add_argument("old", metavar="OLD")
+    diff.add_argument("new", metavar="NEW")
+
+    routes = commands.add_parser(
+        "routes",
+        help="print the route table of a config",
+        description="Print method, path, target, tag, retry policy and budget of each route.",
+    )
+    routes.add_argument("file", nargs="?", default="routes.yaml", metavar="FILE")
     return parser
+
+
+def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument("--log-format", default="text", choices=("text", "json"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.files, args.format)
     if args.command == "schema":
         return _schema()
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "diff":
+        return _diff(args.old, args.new)
+    if args.command == "routes":
+        return _routes(args.file)
     return 0
 
 
@@ -78,4 +121,67 @@ def _schema() -> int:
     from bizproxy.config.schema import render_schema
 
     sys.stdout.write(render_schema())
+    return 0
+
+
+def _load_or_report(file: str) -> Any:
+    """Load a config for a command; print its problems and return the exit code instead."""
+    from bizproxy.config import load_config
+    from bizproxy.errors import ConfigError
+
+    try:
+        return load_config(file)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"bizproxy: cannot read {file}: {error.strerror or error}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bizproxy.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    loaded = _load_or_report(args.file)
+    if isinstance(loaded, int):
+        return loaded
+    import uvloop
+
+    from bizproxy.runtime import gateway_from_loaded, serve
+
+    gateway = gateway_from_loaded(args.file, loaded)
+    watch = not args.no_watch
+    uvloop.run(serve(gateway, host=args.host, port=args.port, watch=watch, force_polling=args.poll))
+    return 0
+
+
+def _diff(old_file: str, new_file: str) -> int:
+    from bizproxy.diff import describe_changes
+
+    old = _load_or_report(old_file)
+    if isinstance(old, int):
+        return old
+    new = _load_or_report(new_file)
+    if isinstance(new, int):
+        return new
+    lines = describe_changes(old.model, new.model)
+    for line in lines or ["no changes to routes, upstreams or policies"]:
+        print(line)
+    return 0
+
+
+def _routes(file: str) -> int:
+    from bizproxy.config.routes_view import route_rows
+
+    loaded = _load_or_report(file)
+    if isinstance(loaded, int):
+        return loaded
+    rows = [("METHODS", "PATH", "TARGET", "TAG", "RETRY", "BUDGET"), *route_rows(loaded.model)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0

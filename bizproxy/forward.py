@@ -35,21 +35,9 @@ from bizproxy.inbound import (
 )
 from bizproxy.proxy import UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
+from bizproxy.templates import RestOfPath
 
 logger = logging.getLogger("bizproxy.forward")
-
-
-class RestOfPath(str):
-    """A `{name:path}` parameter's value: slashes are kept when rendered into a path."""
-
-    __slots__ = ()
-
-
-def encode_path_value(value: Any) -> str:
-    """Percent-encode a value rendered into an upstream path: it cannot add a query,
-    a fragment or a host; only a rest-of-path parameter keeps its slashes."""
-    text = "" if value is None else str(value)
-    return quote(text, safe="/" if isinstance(value, RestOfPath) else "")
 
 
 def path_context(route: CompiledRoute, params: dict[str, str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +26,9 @@ from bizproxy.forward import forward
 from bizproxy.inbound import send_error
 from bizproxy.proxy import HTTPXFastAPIProxy
 from bizproxy.table import CompiledRoute, RouteTable
+
+if TYPE_CHECKING:
+    from bizproxy.reload import Reloader
 
 logger = logging.getLogger("bizproxy")
 
@@ -63,6 +66,8 @@ class Gateway:
         self._retiring: set[asyncio.Task[None]] = set()
         self.reload_status = ReloadStatus(version=table.version)
         self.started = False
+        self.reloader: Reloader | None = None
+        """Set by `load_gateway` when the table came from a file that can be reloaded."""
 
     # -- the current table -------------------------------------------------------------
 

@@ -302,14 +302,18 @@ class HTTPXFastAPIProxy:
             keepalive_expiry=self.pool.keepalive_expiry_seconds,
         )
         transport = self._transport or httpx.AsyncHTTPTransport(limits=limits, retries=0)
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             base_url=self.base_url,
-            headers=self.headers,
             timeout=self.timeouts.capped(None),
             transport=transport,
             follow_redirects=False,
             trust_env=False,
         )
+        # A proxy adds no User-Agent, Accept or Connection of its own: only what the
+        # upstream's config declares.
+        client.headers.clear()
+        client.headers.update(self.headers)
+        return client
 
     def _require_client(self, action: str) -> httpx.AsyncClient:
         if self._client is None:

@@ -50,7 +50,8 @@ class Reloader:
 
     @property
     def watched_files(self) -> tuple[Path, ...]:
-        return tuple(self.loaded.files)
+        """The config as named (its symlinks unresolved) and every file it references."""
+        return (self.path.absolute(), *self.loaded.files)
 
     async def reload_now(self, reason: str = "request") -> dict[str, Any]:
         """Load, validate, compile and swap; on any problem keep the serving table."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from bizproxy.config import load_config
+from bizproxy.config import LoadedConfig, load_config
 from bizproxy.config.models import RedisStoreConfig, RoutesConfig
 from bizproxy.gateway import Gateway
 from bizproxy.policies.redis_store import RedisThrottleStore
@@ -34,7 +34,9 @@ def build_store(config: RoutesConfig) -> ThrottleStore:
     store = config.throttle_store
     if isinstance(store, RedisStoreConfig):
         return RedisThrottleStore(
-            store.redis.get_secret_value() if hasattr(store.redis, "get_secret_value") else str(store.redis),
+            store.redis.get_secret_value()
+            if hasattr(store.redis, "get_secret_value")
+            else str(store.redis),
             on_failure=store.on_failure,
             key_prefix=store.key_prefix,
         )
@@ -45,7 +47,16 @@ def load_gateway(
     path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
 ) -> Gateway:
     """Load, validate and compile a config into a gateway; raises ConfigError when invalid."""
-    loaded = load_config(path, environ=environ)
+    return gateway_from_loaded(path, load_config(path, environ=environ), environ=environ)
+
+
+def gateway_from_loaded(
+    path: str | os.PathLike[str],
+    loaded: LoadedConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Gateway:
+    """A gateway for an already loaded config, with a reloader for the same file."""
     store = build_store(loaded.model)
     reloader = Reloader(path, loaded, store, environ=environ)
     gateway = Gateway(compile_table(loaded, store=store), reload=reloader.reload_now)
@@ -65,6 +76,8 @@ def uvicorn_config(gateway: Gateway, *, host: str, port: int, **options: Any) ->
         access_log=False,
         log_config=None,
         server_header=False,
+        # bizproxy decides itself whom to believe about X-Forwarded-For (trusted_proxies).
+        proxy_headers=False,
         timeout_graceful_shutdown=int(gateway.table.server.drain_timeout_seconds) or None,
         **options,
     )
@@ -87,10 +100,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     if reloader is not None:
         if watch:
-            tasks.append(asyncio.create_task(reloader.watch(stop_watching, force_polling=force_polling)))
+            tasks.append(
+                asyncio.create_task(reloader.watch(stop_watching, force_polling=force_polling))
+            )
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(
-                signal.SIGHUP, lambda: tasks.append(asyncio.create_task(reloader.reload_now("SIGHUP")))
+                signal.SIGHUP,
+                lambda: tasks.append(asyncio.create_task(reloader.reload_now("SIGHUP"))),
             )
     try:
         await server.serve()
@@ -98,8 +114,9 @@ async def serve(
         stop_watching.set()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
-        for task in tasks:
+        pending = list(tasks)
+        for task in pending:
             task.cancel()
-        for task in tasks:
+        for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -6,11 +6,10 @@ A reload builds a whole new table off to the side; the gateway then swaps one re
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
@@ -26,7 +25,6 @@ from bizproxy.config.models import (
     UpstreamConfig,
 )
 from bizproxy.inbound import parse_networks
-from bizproxy.plugins import resolve_plugin
 from bizproxy.policies.breaker import CircuitBreaker
 from bizproxy.policies.retry import Backoff, PluginRetryPolicy, RetryDecider, RetryPolicy
 from bizproxy.policies.throttle import Budget, BudgetThrottle, PluginThrottle, Throttle
@@ -153,12 +151,15 @@ def compile_table(
     checked every reference, template, schema and plug-in.
     """
     config = loaded.model
-    policies = {name: build_retry_policy(policy) for name, policy in config.retry_policies.items()}
-    throttle = build_throttle(config, store)
+    plugins = loaded.plugins
+    policies = {
+        name: build_retry_policy(policy, plugins) for name, policy in config.retry_policies.items()
+    }
+    throttle = build_throttle(config, store, plugins)
     proxies = build_proxies(config, policies, throttle, previous)
 
     routes = tuple(
-        compile_route(index, route, policies, loaded.path.parent)
+        compile_route(index, route, policies, loaded.schemas)
         for index, route in enumerate(config.routes)
     )
     router: Router[CompiledRoute] = Router()
@@ -191,7 +192,9 @@ def upstream_fingerprint(config: RoutesConfig, name: str) -> Any:
     return (upstream, policy)
 
 
-def build_retry_policy(policy: RetryPolicyConfig) -> RetryDecider:
+def build_retry_policy(
+    policy: RetryPolicyConfig, plugins: Mapping[str, Callable[..., Any]]
+) -> RetryDecider:
     backoff = Backoff(
         initial_seconds=policy.backoff.initial,
         max_seconds=policy.backoff.max,
@@ -200,7 +203,7 @@ def build_retry_policy(policy: RetryPolicyConfig) -> RetryDecider:
     )
     if policy.plugin is not None:
         return PluginRetryPolicy(
-            decide=resolve_plugin(policy.plugin),
+            decide=plugins[policy.plugin],
             attempts=policy.attempts,
             backoff=backoff,
             per_try_timeout_seconds=policy.per_try_timeout,
@@ -219,12 +222,14 @@ def build_retry_policy(policy: RetryPolicyConfig) -> RetryDecider:
     )
 
 
-def build_throttle(config: RoutesConfig, store: ThrottleStore) -> BudgetThrottle:
+def build_throttle(
+    config: RoutesConfig, store: ThrottleStore, plugins: Mapping[str, Callable[..., Any]]
+) -> BudgetThrottle:
     budgets: dict[str, Budget] = {}
-    plugins: dict[str, Throttle] = {}
+    plugin_throttles: dict[str, Throttle] = {}
     for tag, budget in config.throttles.items():
         if isinstance(budget, PluginBudgetConfig):
-            plugins[tag] = PluginThrottle(resolve_plugin(budget.plugin))
+            plugin_throttles[tag] = PluginThrottle(plugins[budget.plugin])
             continue
         budgets[tag] = Budget(
             tag=tag,
@@ -234,7 +239,7 @@ def build_throttle(config: RoutesConfig, store: ThrottleStore) -> BudgetThrottle
             max_wait_seconds=budget.max_wait,
             per=budget.per,
         )
-    return BudgetThrottle(budgets, store, plugins)
+    return BudgetThrottle(budgets, store, plugin_throttles)
 
 
 def build_proxies(
@@ -246,10 +251,12 @@ def build_proxies(
     proxies: dict[str, HTTPXFastAPIProxy] = {}
     for name, upstream in config.upstreams.items():
         kept = previous.proxies.get(name) if previous is not None else None
-        if kept is not None and previous is not None:
-            if previous.upstream_settings.get(name) == upstream_fingerprint(config, name):
-                proxies[name] = kept
-                continue
+        unchanged = previous is not None and (
+            previous.upstream_settings.get(name) == upstream_fingerprint(config, name)
+        )
+        if kept is not None and unchanged:
+            proxies[name] = kept
+            continue
         proxies[name] = build_proxy(name, upstream, policies, throttle)
     return proxies
 
@@ -300,7 +307,7 @@ def compile_route(
     index: int,
     route: RouteConfig,
     policies: Mapping[str, RetryDecider],
-    base_dir: Path,
+    schemas: Mapping[Path, Any],
 ) -> CompiledRoute:
     target: ForwardTarget | DeliverTarget
     sources: list[str] = []
@@ -312,9 +319,7 @@ def compile_route(
             upstream=forward.upstream,
             path_template=compile_path_template(forward.path) if forward.path else None,
             query_templates=tuple((k, compile_template(v)) for k, v in forward.query.items()),
-            header_templates=tuple(
-                (k, compile_template(v)) for k, v in forward.headers.items()
-            ),
+            header_templates=tuple((k, compile_template(v)) for k, v in forward.headers.items()),
             body_template=compile_template(forward.body) if forward.body else None,
             timeout_seconds=forward.timeout,
             retry_policy=policies[forward.retry] if forward.retry else None,
@@ -324,7 +329,7 @@ def compile_route(
         target = DeliverTarget(upstream=route.deliver.upstream)
 
     verifier, delivered_ids = build_verifier_for(route)
-    schema, validator = load_body_schema(route, base_dir)
+    schema, validator = body_schema_validator(route, schemas)
     reads_body = any("body" in referenced_names(source) for source in sources if source)
     return CompiledRoute(
         index=index,
@@ -332,9 +337,7 @@ def compile_route(
         methods=frozenset(route.methods),
         tag=route.tag,
         target=target,
-        path_parameters={
-            name: kind == "path" for name, kind in route.path_params.items()
-        },
+        path_parameters={name: kind == "path" for name, kind in route.path_params.items()},
         verifier=verifier,
         delivered_ids=delivered_ids,
         body_schema=schema,
@@ -364,11 +367,12 @@ def build_verifier_for(route: RouteConfig) -> tuple[Verifier | None, DeliveredId
     return verifier, None
 
 
-def load_body_schema(route: RouteConfig, base_dir: Path) -> tuple[dict[str, Any] | None, Any]:
+def body_schema_validator(
+    route: RouteConfig, schemas: Mapping[Path, Any]
+) -> tuple[dict[str, Any] | None, Any]:
     if route.body_schema is None:
         return None, None
-    path = Path(route.body_schema)
-    schema = json.loads((path if path.is_absolute() else base_dir / path).read_text())
+    schema = schemas[Path(route.body_schema)]
     validator_class = jsonschema.validators.validator_for(schema)
     return schema, validator_class(schema)
 

@@ -10,6 +10,7 @@ per distinct source.
 from __future__ import annotations
 
 import functools
+from urllib.parse import quote
 
 import jinja2
 from jinja2 import meta, nodes
@@ -113,3 +114,25 @@ def _parse(source: str) -> nodes.Template:
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> jinja2.Template:
     return _ENVIRONMENT.from_string(source)
+
+
+class RestOfPath(str):
+    """A `{name:path}` parameter's value: its slashes are kept when rendered into a path."""
+
+    __slots__ = ()
+
+
+def encode_path_value(value: object) -> str:
+    """Percent-encode what a path template prints: a value cannot add a query, a fragment
+    or a segment; only a rest-of-path parameter keeps its slashes."""
+    text = "" if value is None else str(value)
+    return quote(text, safe="/" if isinstance(value, RestOfPath) else "")
+
+
+_PATH_ENVIRONMENT = _ENVIRONMENT.overlay(finalize=encode_path_value)
+
+
+def compile_path_template(source: str) -> jinja2.Template:
+    """Compile an upstream path template: every printed value is percent-encoded."""
+    _parse(source)
+    return _PATH_ENVIRONMENT.from_string(source)

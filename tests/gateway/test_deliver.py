@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,7 @@ import pytest
 
 from bizproxy.gateway import Gateway
 from bizproxy.signing import StandardWebhooksVerifier, sign_standard_webhooks
-from tests.support.gateway import running_gateway
+from tests.support.gateway import gateway_in_this_loop
 from tests.support.upstream_app import UpstreamApp
 
 SECRET = "whsec_" + base64.b64encode(b"payments-test-key-0123456789").decode()
@@ -59,7 +59,7 @@ routes:
 
 
 @pytest.fixture
-def gateway(upstream_url: str, tmp_path: Path) -> Iterator[tuple[str, Gateway]]:
+async def gateway(upstream_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, Gateway]]:
     (tmp_path / "payment.schema.json").write_text(json.dumps(SCHEMA))
     config = CONFIG.format(upstream=upstream_url)
     environ = {
@@ -67,7 +67,7 @@ def gateway(upstream_url: str, tmp_path: Path) -> Iterator[tuple[str, Gateway]]:
         "OUTBOUND_SECRET": OUTBOUND_SECRET,
         "GITHUB_SECRET": "gh-secret",
     }
-    with running_gateway(config, tmp_path, **environ) as served:
+    async with gateway_in_this_loop(config, tmp_path, **environ) as served:
         yield served
 
 

@@ -113,7 +113,10 @@ def test_operations_openapi_lists_every_route_with_parameters_and_body(
 
 def test_forward_to_httpbin_reports_what_it_received(tmp_path: Path) -> None:
     """httpbin, an upstream nobody here wrote, sees the method, path, query, headers and body."""
-    from httpbin import app as httpbin_app
+    from a2wsgi import WSGIMiddleware
+    from httpbin import app as httpbin_wsgi_app
+
+    httpbin_app = WSGIMiddleware(httpbin_wsgi_app)
 
     config = """
 version: 1
@@ -124,18 +127,18 @@ routes:
     methods: [GET, POST, PUT, PATCH, DELETE]
     forward: {upstream: bin, path: "/{{ path.rest }}", headers: {X-Route: "bin"}}
 """
-    with serve_app(httpbin_app, interface="wsgi") as bin_url:
+    with serve_app(httpbin_app) as bin_url:
         with running_gateway(config.replace("URL", bin_url), tmp_path) as (url, _):
             response = httpx.put(
-                f"{url}/bin/anything/a/b?x=1&x=2&q=a%2Bb",
+                f"{url}/bin/anything/a/b?x=1&x=2&q=a%2Bb&show_env=1",
                 content=b'{"k": "v"}',
                 headers={"Content-Type": "application/json", "X-Custom": "kept"},
             )
     assert response.status_code == 200
     seen = response.json()
     assert seen["method"] == "PUT"
-    assert seen["url"].endswith("/anything/a/b?x=1&x=2&q=a%2Bb")
-    assert seen["args"] == {"x": ["1", "2"], "q": "a+b"}
+    assert seen["url"].endswith("/anything/a/b?x=1&x=2&q=a%2Bb&show_env=1")
+    assert seen["args"] == {"x": ["1", "2"], "q": "a+b", "show_env": "1"}
     assert seen["data"] == '{"k": "v"}'
     assert seen["json"] == {"k": "v"}
     assert seen["headers"]["X-Custom"] == "kept"

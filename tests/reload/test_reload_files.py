@@ -99,7 +99,7 @@ def test_reload_rejects_invalid_edit_and_keeps_serving(upstream_url: str, tmp_pa
         assert table["last_reload"]["ok"] is False
         [error] = table["last_reload"]["errors"]
         assert error == (
-            f"{config}:7:33: routes[0].forward.upstream: unknown upstream 'ap'; did you mean 'app'?"
+            f"{config}:8:25: routes[0].forward.upstream: unknown upstream 'ap'; did you mean 'app'?"
         )
         assert error in served.log_text()
         save_by_rename(config, VERSION.format(upstream=upstream_url, name="fixed"))
