@@ -28,12 +28,17 @@ from bizproxy.errors import (
 from bizproxy.interface import BusinessProxyInterface
 
 if TYPE_CHECKING:
+    from bizproxy.gateway import Gateway
     from bizproxy.proxy import HTTPXFastAPIProxy
+    from bizproxy.runtime import load_gateway, serve
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Gateway": "bizproxy.gateway",
     "HTTPXFastAPIProxy": "bizproxy.proxy",
+    "load_gateway": "bizproxy.runtime",
+    "serve": "bizproxy.runtime",
 }
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ConnectionFailure",
+    "Gateway",
     "HTTPXFastAPIProxy",
     "InboxFull",
     "NoHealthyTarget",
@@ -54,6 +60,8 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "__version__",
+    "load_gateway",
+    "serve",
 ]
 
 

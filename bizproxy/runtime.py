@@ -76,6 +76,8 @@ def uvicorn_config(gateway: Gateway, *, host: str, port: int, **options: Any) ->
         access_log=False,
         log_config=None,
         server_header=False,
+        # Answers pass through with the upstream's own Date; uvicorn must not add another.
+        date_header=False,
         # bizproxy decides itself whom to believe about X-Forwarded-For (trusted_proxies).
         proxy_headers=False,
         timeout_graceful_shutdown=int(gateway.table.server.drain_timeout_seconds) or None,
@@ -90,24 +92,43 @@ async def serve(
     port: int = 8080,
     watch: bool = True,
     force_polling: bool = False,
+    stop: asyncio.Event | None = None,
     **uvicorn_options: Any,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; reload on file changes (when `watch`) and on SIGHUP."""
+    """Serve until SIGTERM, SIGINT or `stop` is set; reload on file changes (when `watch`)
+    and on SIGHUP. Shutting down finishes in-flight requests up to the drain timeout."""
     server = uvicorn.Server(uvicorn_config(gateway, host=host, port=port, **uvicorn_options))
+    table = gateway.table
+    logger.info(
+        "serving %d routes to %d upstreams on http://%s:%d (config %s)",
+        len(table.routes),
+        len(table.proxies),
+        host,
+        port,
+        table.version[:12],
+    )
     stop_watching = asyncio.Event()
     reloader = gateway.reloader
-    tasks: list[asyncio.Task[Any]] = []
+    tasks: set[asyncio.Task[Any]] = set()
     loop = asyncio.get_running_loop()
+
+    def start(coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    if stop is not None:
+
+        async def exit_when_stopped(event: asyncio.Event) -> None:
+            await event.wait()
+            server.should_exit = True
+
+        start(exit_when_stopped(stop))
     if reloader is not None:
         if watch:
-            tasks.append(
-                asyncio.create_task(reloader.watch(stop_watching, force_polling=force_polling))
-            )
+            start(reloader.watch(stop_watching, force_polling=force_polling))
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(
-                signal.SIGHUP,
-                lambda: tasks.append(asyncio.create_task(reloader.reload_now("SIGHUP"))),
-            )
+            loop.add_signal_handler(signal.SIGHUP, lambda: start(reloader.reload_now("SIGHUP")))
     try:
         await server.serve()
     finally:
