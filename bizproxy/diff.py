@@ -30,16 +30,21 @@ _DURATION_FIELDS = frozenset(
 )
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    """A model as `dotted.key -> shown value`, secrets masked, durations in their units."""
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A model as `dotted.key -> leaf value`, for comparing two versions field by field."""
     if isinstance(value, BaseModel):
         value = {name: getattr(value, name) for name in type(value).model_fields}
     if isinstance(value, Mapping):
-        flat: dict[str, str] = {}
+        flat: dict[str, Any] = {}
         for key, item in value.items():
             flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return flat
-    return {prefix: show(prefix.rsplit(".", 1)[-1], value)}
+    return {prefix: value}
+
+
+def _comparable(value: Any) -> Any:
+    # Compared, never shown: a changed secret is reported as changed, without its value.
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def show(field: str, value: Any) -> str:
@@ -56,12 +61,16 @@ def changed_fields(old: Any, new: Any) -> list[str]:
     before, after = flatten(old), flatten(new)
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        was, now = before.get(key, "unset"), after.get(key, "unset")
-        if was != now:
-            if "[secret]" in (was, now):
-                changes.append(f"{key} changed")
-            else:
-                changes.append(f"{key} {was} -> {now}")
+        was, now = before.get(key), after.get(key)
+        if _comparable(was) == _comparable(now):
+            continue
+        if isinstance(was, SecretStr) or isinstance(now, SecretStr):
+            changes.append(f"{key} changed")
+            continue
+        field = key.rsplit(".", 1)[-1]
+        shown_was = "unset" if key not in before else show(field, was)
+        shown_now = "unset" if key not in after else show(field, now)
+        changes.append(f"{key} {shown_was} -> {shown_now}")
     return changes
 
 
