@@ -75,6 +75,8 @@ class Document:
     values: dict[KeyPath, Mark] = field(default_factory=dict)
     keys: dict[KeyPath, Mark] = field(default_factory=dict)
     substituted: dict[KeyPath, str] = field(default_factory=dict)
+    broken: set[KeyPath] = field(default_factory=set)
+    """Values that could not be built; their problem is already recorded."""
     problems: list[ConfigProblem] = field(default_factory=list)
 
     def mark(self, path: KeyPath, *, key: bool = False) -> Mark:
@@ -93,7 +95,7 @@ class Document:
         """Describe the value at `path` without revealing anything taken from the environment."""
         raw = self.substituted.get(path)
         if raw is not None:
-            return f"the substituted value of {raw!r}"
+            return f"{raw!r} (value not shown)"
         return describe(value)
 
     def add(
@@ -119,6 +121,10 @@ class Document:
                 severity=severity,
             )
         )
+
+    def is_broken(self, path: KeyPath) -> bool:
+        """True when the value at `path`, or one holding it, could not be built."""
+        return any(path[:end] in self.broken for end in range(len(path) + 1))
 
     def get(self, path: KeyPath) -> Any:
         """The value at `path`, or None when any step is missing or of another kind."""

@@ -65,6 +65,8 @@ def _add_one(item: Mapping[str, Any], document: Document, root: type[BaseModel])
     ctx: Mapping[str, Any] = item.get("ctx") or {}
     place = _locate(item["loc"], root)
     path = place.path
+    if document.is_broken(path):
+        return
     shown = document.show(path, item.get("input"))
 
     if kind == "missing":

@@ -140,6 +140,7 @@ class _Builder:
             return self.scalar(node, path)
         if id(node) in self.active:
             self.document.add(path, "an alias here refers to a value that contains it")
+            self.document.broken.add(path)
             return None
         self.active.add(id(node))
         try:
@@ -195,6 +196,7 @@ class _Builder:
             value, referenced = substitute(text, self.environ, escape=escape)
         except SubstitutionError as err:
             self.document.add(path, str(err))
+            self.document.broken.add(path)
             return None
         if not referenced:
             return value
