@@ -94,6 +94,12 @@ def parse_document(
     except yaml.MarkedYAMLError as err:
         _add_syntax_problem(document, err)
         return document
+    except yaml.reader.ReaderError as err:
+        before = text[: err.position]
+        where = Mark(before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1)
+        code = f"#x{err.character:04x}" if isinstance(err.character, int) else repr(err.character)
+        document.add((), f"invalid YAML: character {code} is not allowed: {err.reason}", mark=where)
+        return document
     except RecursionError:
         document.add((), "the YAML nests too deeply to read")
         return document
