@@ -44,7 +44,8 @@ def resolve_plugin(
         target = getattr(target, part)
 
     if not callable(target):
-        raise PluginError(f"plug-in {spec!r} is not callable: it is a {type(target).__name__}")
+        kind = type(target).__name__
+        raise PluginError(f"plug-in {spec!r} is not callable: it is of type {kind}")
     if arguments:
         _check_arguments(spec, target, arguments)
     plugin: Callable[..., Any] = target

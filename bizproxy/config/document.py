@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bizproxy.errors import ConfigProblem, Severity
 
@@ -21,8 +21,7 @@ KeyPath = tuple[Key, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(NamedTuple):
     """A place in the text, 1-based."""
 
     line: int
@@ -75,6 +74,8 @@ class Document:
     values: dict[KeyPath, Mark] = field(default_factory=dict)
     keys: dict[KeyPath, Mark] = field(default_factory=dict)
     substituted: dict[KeyPath, str] = field(default_factory=dict)
+    broken: set[KeyPath] = field(default_factory=set)
+    """Values that could not be built; their problem is already recorded."""
     problems: list[ConfigProblem] = field(default_factory=list)
 
     def mark(self, path: KeyPath, *, key: bool = False) -> Mark:
@@ -93,7 +94,7 @@ class Document:
         """Describe the value at `path` without revealing anything taken from the environment."""
         raw = self.substituted.get(path)
         if raw is not None:
-            return f"the substituted value of {raw!r}"
+            return f"{raw!r} (value not shown)"
         return describe(value)
 
     def add(
@@ -119,6 +120,10 @@ class Document:
                 severity=severity,
             )
         )
+
+    def is_broken(self, path: KeyPath) -> bool:
+        """True when the value at `path`, or one holding it, could not be built."""
+        return any(path[:end] in self.broken for end in range(len(path) + 1))
 
     def get(self, path: KeyPath) -> Any:
         """The value at `path`, or None when any step is missing or of another kind."""

@@ -116,13 +116,27 @@ def _store_kind(value: Any) -> str | None:
     return None
 
 
+def _memory(value: object) -> Literal["memory"]:
+    if value != "memory":
+        raise ValueError(
+            "expected memory or a mapping such as {redis: redis://127.0.0.1:6379/0}, "
+            f"got {describe(value)}"
+        )
+    return "memory"
+
+
 ThrottleStore = Annotated[
-    Annotated[Literal["memory"], Tag("memory store")]
+    Annotated[
+        Literal["memory"],
+        PlainValidator(_memory),
+        WithJsonSchema({"const": "memory"}),
+        Tag("memory store"),
+    ]
     | Annotated[RedisStoreConfig, Tag("redis store")],
     Discriminator(
         _store_kind,
         custom_error_type="store_kind",
-        custom_error_message="expected memory or a mapping such as {redis: redis://host:6379/0}",
+        custom_error_message="expected memory or a mapping such as {redis: URL}",
     ),
 ]
 

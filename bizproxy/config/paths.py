@@ -7,6 +7,7 @@ requests, so collisions compare each path's shape, with names replaced by types.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from bizproxy.config.document import describe, suggest
@@ -20,6 +21,11 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def route_parameters(path: str) -> dict[str, str]:
     """Return {name: type} of a route path's parameters; raise ValueError when malformed."""
+    return dict(_parameters(path))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parameters(path: str) -> tuple[tuple[str, str], ...]:
     if not path.startswith("/"):
         raise ValueError(f"expected a path that starts with '/', got {describe(path)}")
     if path.startswith(RESERVED_PREFIX) or path == RESERVED_PREFIX[:-1]:
@@ -40,7 +46,7 @@ def route_parameters(path: str) -> dict[str, str]:
         if convertor == "path" and match.end() != len(path):
             raise ValueError(f"a path-typed parameter {match.group(0)} must come last")
         parameters[name] = convertor
-    return parameters
+    return tuple(parameters.items())
 
 
 def _check_parameter(text: str, name: str, convertor: str, seen: dict[str, str]) -> None:

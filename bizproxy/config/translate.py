@@ -65,6 +65,8 @@ def _add_one(item: Mapping[str, Any], document: Document, root: type[BaseModel])
     ctx: Mapping[str, Any] = item.get("ctx") or {}
     place = _locate(item["loc"], root)
     path = place.path
+    if document.is_broken(path):
+        return
     shown = document.show(path, item.get("input"))
 
     if kind == "missing":
@@ -81,7 +83,8 @@ def _add_one(item: Mapping[str, Any], document: Document, root: type[BaseModel])
     elif kind == "union_tag_not_found":
         document.add(path, f"missing required key {ctx.get('discriminator', '')}")
     elif kind in ("value_error", "assertion_error"):
-        document.add(path, _hide_value(str(ctx.get("error", item["msg"])), path, document))
+        message = _hide_value(str(ctx.get("error", item["msg"])), path, document)
+        document.add(path, message, key=place.key)
     elif kind in _TYPE_WORDS:
         document.add(path, _type_message(kind, item.get("input"), shown), key=place.key)
     elif kind in _BOUNDS:
@@ -101,7 +104,9 @@ def _add_one(item: Mapping[str, Any], document: Document, root: type[BaseModel])
 def _unknown_key(key: object, owner: type[BaseModel] | None) -> str:
     allowed = list(owner.model_fields) if owner is not None else []
     hint = suggest(str(key), allowed)
-    if not hint and allowed:
+    if not hint and len(allowed) == 1:
+        hint = f"; the only key here is {allowed[0]!r}"
+    elif not hint and allowed:
         hint = f"; expected one of {', '.join(allowed)}"
     return f"unknown key {key!r}{hint}"
 

@@ -94,6 +94,12 @@ def parse_document(
     except yaml.MarkedYAMLError as err:
         _add_syntax_problem(document, err)
         return document
+    except yaml.reader.ReaderError as err:
+        before = text[: err.position]
+        where = Mark(before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1)
+        code = f"#x{err.character:04x}" if isinstance(err.character, int) else repr(err.character)
+        document.add((), f"invalid YAML: character {code} is not allowed: {err.reason}", mark=where)
+        return document
     except RecursionError:
         document.add((), "the YAML nests too deeply to read")
         return document
@@ -140,6 +146,7 @@ class _Builder:
             return self.scalar(node, path)
         if id(node) in self.active:
             self.document.add(path, "an alias here refers to a value that contains it")
+            self.document.broken.add(path)
             return None
         self.active.add(id(node))
         try:
@@ -195,6 +202,7 @@ class _Builder:
             value, referenced = substitute(text, self.environ, escape=escape)
         except SubstitutionError as err:
             self.document.add(path, str(err))
+            self.document.broken.add(path)
             return None
         if not referenced:
             return value
