@@ -63,9 +63,12 @@ def make_transport(
     if name == "httpx-pyreqwest":
         return _pyreqwest_transport(max_connections, timeout)
     if name == "httpx-pycurl":
-        from httpx_pycurl import AsyncPyCurlTransport
+        from httpx_pycurl import AsyncPyCurlTransport  # type: ignore[import-not-found]
 
-        return AsyncPyCurlTransport(max_connections=max_connections)
+        pycurl_transport: httpx.AsyncBaseTransport = AsyncPyCurlTransport(
+            max_connections=max_connections
+        )
+        return pycurl_transport
     raise ValueError(f"unknown httpx transport candidate {name!r}; known: {sorted(CANDIDATES)}")
 
 
@@ -82,8 +85,8 @@ def _aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 
 
 def _pyreqwest_transport(max_connections: int, timeout: httpx.Timeout) -> httpx.AsyncBaseTransport:
-    from pyreqwest.client import ClientBuilder
-    from pyreqwest.compatibility.httpx import HttpxTransport
+    from pyreqwest.client import ClientBuilder  # type: ignore[import-not-found]
+    from pyreqwest.compatibility.httpx import HttpxTransport  # type: ignore[import-not-found]
 
     # A proxy passes bodies and redirects through untouched.
     builder = (
@@ -98,7 +101,8 @@ def _pyreqwest_transport(max_connections: int, timeout: httpx.Timeout) -> httpx.
         .read_timeout(_seconds(timeout.read))
         .pool_timeout(_seconds(timeout.pool))
     )
-    return HttpxTransport(builder.build())
+    transport: httpx.AsyncBaseTransport = HttpxTransport(builder.build())
+    return transport
 
 
 async def _httpx_sender(name: str, url: str, concurrency: int) -> tuple[Send, Any]:
