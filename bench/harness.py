@@ -101,7 +101,7 @@ class Results:
 
 
 def _specs(settings: Settings, work: Path, upstream_url: str, say: Say) -> list[TargetSpec]:
-    specs = [TargetSpec(kind) for kind in ("naive", "aiohttp") if kind in settings.only]
+    specs = [TargetSpec(kind) for kind in KINDS if kind != "bizproxy" and kind in settings.only]
     if "bizproxy" not in settings.only:
         return specs
     missing = bizproxy_missing("serve")

@@ -17,8 +17,8 @@ from bench.upstream import static_body
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = Path(__file__).resolve().parent / "baselines"
-Kind = Literal["naive", "aiohttp", "bizproxy"]
-KINDS: tuple[Kind, ...] = ("naive", "aiohttp", "bizproxy")
+Kind = Literal["naive", "naive-aiohttp-transport", "aiohttp", "bizproxy"]
+KINDS: tuple[Kind, ...] = ("naive", "naive-aiohttp-transport", "aiohttp", "bizproxy")
 START_TIMEOUT_S = 30.0
 
 
@@ -57,9 +57,11 @@ def target_env() -> dict[str, str]:
 
 
 def target_argv(spec: TargetSpec, port: int, upstream_url: str) -> list[str]:
-    if spec.kind == "naive":
+    if spec.kind in ("naive", "naive-aiohttp-transport"):
         script = BASELINES / "naive_fastapi_httpx.py"
-        return [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port)]
+        transport = "aiohttp" if spec.kind == "naive-aiohttp-transport" else "default"
+        argv = [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port)]
+        return [*argv, "--transport", transport]
     if spec.kind == "aiohttp":
         script = BASELINES / "aiohttp_forwarder.py"
         return [sys.executable, str(script), "--upstream", upstream_url, "--port", str(port)]
