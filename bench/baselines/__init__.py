@@ -1,0 +1,1 @@
+"""Forwarders bizproxy is compared with; each is also a plain script run by path."""
