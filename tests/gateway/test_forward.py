@@ -408,7 +408,7 @@ async def test_forward_client_disconnect_cancels_upstream_and_frees_the_pool(
     async with httpx.AsyncClient(base_url=url) as client:
         for _ in range(30):
             with pytest.raises(httpx.ReadTimeout):
-                await client.get("/slow", params={"seconds": "5"}, timeout=0.1)
+                await client.get("/slow", params={"seconds": "2"}, timeout=0.1)
         deadline = time.monotonic() + 5
         while proxy.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
