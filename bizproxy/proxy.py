@@ -39,6 +39,7 @@ from bizproxy.policies.retry import (
     as_retry_policy,
 )
 from bizproxy.policies.throttle import Throttle, as_throttle
+from bizproxy.transport import AiohttpTransport
 
 logger = logging.getLogger("bizproxy.proxy")
 
@@ -296,12 +297,10 @@ class HTTPXFastAPIProxy:
         await self.disconnect()
 
     def _build_client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(
+        transport = self._transport or AiohttpTransport(
             max_connections=self.pool.max_connections,
-            max_keepalive_connections=self.pool.max_keepalive,
-            keepalive_expiry=self.pool.keepalive_expiry_seconds,
+            keepalive_expiry_seconds=self.pool.keepalive_expiry_seconds,
         )
-        transport = self._transport or httpx.AsyncHTTPTransport(limits=limits, retries=0)
         client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=self.timeouts.capped(None),
