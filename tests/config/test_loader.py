@@ -153,6 +153,20 @@ def test_relative_schema_paths_resolve_against_the_config_folder(tmp_path: Path)
     assert loaded.files == (config.resolve(), schema.resolve())
 
 
+def test_schema_paths_may_climb_out_of_the_config_folder(tmp_path: Path) -> None:
+    """A ../ schema path resolves to the same key the loaded schemas use."""
+    (tmp_path / "body.json").write_text('{"type": "object"}')
+    (tmp_path / "conf").mkdir()
+    text = UPSTREAM + (
+        "routes:\n  - path: /h\n    methods: [POST]\n"
+        "    body_schema: ../body.json\n    deliver: {upstream: orders}\n"
+    )
+    loaded = _load(text, tmp_path / "conf")
+    route_schema = loaded.model.routes[0].body_schema
+    assert route_schema == (tmp_path / "body.json").resolve()
+    assert loaded.schemas[route_schema] == {"type": "object"}
+
+
 def test_content_hash_covers_referenced_files(tmp_path: Path) -> None:
     """Editing a referenced schema changes the hash; the config alone starts it."""
     schema = tmp_path / "body.json"
