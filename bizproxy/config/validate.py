@@ -159,7 +159,9 @@ def _check_collisions(document: Document, data: dict[str, Any]) -> None:
 def _plain(document: Document, index: int, route_path: object) -> str:
     """A route path as written, or its reference when it came from the environment."""
     path: KeyPath = ("routes", index, "path")
-    return str(route_path) if path not in document.substituted else document.show(path, None)
+    if document.substituted_text(path) is None:
+        return str(route_path)
+    return document.show(path, None)
 
 
 def _check_templates(document: Document, data: dict[str, Any]) -> None:

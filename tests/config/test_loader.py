@@ -244,3 +244,40 @@ def test_warnings_do_not_fail_a_load(tmp_path: Path) -> None:
     assert [(w.severity, w.path, w.line, w.column) for w in loaded.warnings] == [
         ("warning", "server.workers", 2, 19)
     ]
+
+
+def test_deep_nesting_is_refused_without_recursion(tmp_path: Path) -> None:
+    """A document nested past the depth limit is one problem, however deep it goes."""
+    deep = "version: 1\nx: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    assert _problems(deep, tmp_path) == ["routes.yaml:2:103: the YAML nests deeper than 100 levels"]
+
+
+def test_aliases_keep_substituted_values_hidden(tmp_path: Path) -> None:
+    """A problem inside an aliased value shows the reference where the anchor wrote it."""
+    text = 'version: 1\nupstreams:\n  a: &up {url: http://127.0.0.1:1, timeout: "${T}"}\n  b: *up\n'
+    problems = _problems(text, tmp_path, {"T": "hidden-value"})
+    assert problems == [
+        f"routes.yaml:3:45: upstreams.{name}.timeout: expected a duration such as 10s or a "
+        "mapping of connect, read, write and pool, got '${T}' (value not shown)"
+        for name in "ab"
+    ]
+
+
+def test_environment_values_are_masked_in_any_message(tmp_path: Path) -> None:
+    """Text quoted from inside a substituted value is masked as a last defence."""
+    text = UPSTREAM + 'routes:\n  - path: "/x/{p:${CONVERTOR}}"\n    forward: {upstream: orders}\n'
+    problems = _problems(text, tmp_path, {"CONVERTOR": "hush-hush"})
+    assert "hush-hush" not in "".join(problems)
+    assert "{p:***}" in problems[0]
+
+
+def test_keys_must_be_text_and_documents_single(tmp_path: Path) -> None:
+    """Collection keys, undefined aliases and a second document are refused."""
+    text = UPSTREAM + "  ? [x]\n  : 1\n  other: *nowhere\n"
+    assert _problems(text, tmp_path) == [
+        "routes.yaml:5:5: upstreams: a key must be plain text",
+        "routes.yaml:7:10: upstreams.other: the alias *nowhere names no anchor defined before it",
+    ]
+    assert _problems("version: 1\n---\nversion: 1\n", tmp_path) == [
+        "routes.yaml:2:1: expected one YAML document; a second one starts here"
+    ]
