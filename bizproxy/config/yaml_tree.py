@@ -62,7 +62,7 @@ _install_core_resolvers(CoreSafeLoader)
 if yaml.__with_libyaml__:
 
     class CoreCSafeLoader(yaml.CSafeLoader):
-        """The same rules over libyaml's parser, which composes nodes several times faster."""
+        """The same rules over libyaml's parser, several times faster."""
 
     _install_core_resolvers(CoreCSafeLoader)
     _LOADER: type[Any] = CoreCSafeLoader

@@ -281,3 +281,15 @@ def test_keys_must_be_text_and_documents_single(tmp_path: Path) -> None:
     assert _problems("version: 1\n---\nversion: 1\n", tmp_path) == [
         "routes.yaml:2:1: expected one YAML document; a second one starts here"
     ]
+
+
+def test_pure_python_parser_builds_the_same_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libyaml, the pure-Python parser yields the same values and marks."""
+    from bizproxy.config import yaml_tree
+
+    text = (REPO / "routes.yaml").read_text(encoding="utf-8") + "extra: &e [on, 0o17, '${X:-1}']\n"
+    fast = parse_document(text, filename="r.yaml", environ={})
+    monkeypatch.setattr(yaml_tree, "_LOADER", yaml_tree.CoreSafeLoader)
+    slow = parse_document(text, filename="r.yaml", environ={})
+    assert slow.data == fast.data
+    assert slow.values == fast.values and slow.keys == fast.keys
