@@ -10,13 +10,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from bizproxy.errors import ConfigProblem, Severity
 
 Key = str | int
 KeyPath = tuple[Key, ...]
+
+# Shorter environment values (a port, a count) are too common in messages to mask.
+_SHORTEST_HIDDEN = 4
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -74,14 +77,18 @@ class Document:
     values: dict[KeyPath, Mark] = field(default_factory=dict)
     keys: dict[KeyPath, Mark] = field(default_factory=dict)
     substituted: dict[KeyPath, str] = field(default_factory=dict)
+    aliases: dict[KeyPath, KeyPath] = field(default_factory=dict)
+    """Where each alias's anchored value was written."""
     broken: set[KeyPath] = field(default_factory=set)
     """Values that could not be built; their problem is already recorded."""
     problems: list[ConfigProblem] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+    """Every value taken from the environment; no message may contain one."""
 
     def mark(self, path: KeyPath, *, key: bool = False) -> Mark:
         """The place of the value (or its key) at `path`, else of its nearest ancestor."""
         table = self.keys if key else self.values
-        found = table.get(path)
+        found = table.get(path) or table.get(self.origin(path))
         if found is not None:
             return found
         for end in range(len(path) - 1, -1, -1):
@@ -90,9 +97,27 @@ class Document:
                 return found
         return START
 
+    def origin(self, path: KeyPath) -> KeyPath:
+        """Where the value at `path` was written, following aliases to their anchors."""
+        if not self.aliases:
+            return path
+        for _ in range(len(self.aliases) + 1):
+            for end in range(len(path), 0, -1):
+                anchor = self.aliases.get(path[:end])
+                if anchor is not None:
+                    path = (*anchor, *path[end:])
+                    break
+            else:
+                return path
+        return path
+
+    def substituted_text(self, path: KeyPath) -> str | None:
+        """The text as written, when the value at `path` holds environment values."""
+        return self.substituted.get(path) or self.substituted.get(self.origin(path))
+
     def show(self, path: KeyPath, value: object) -> str:
         """Describe the value at `path` without revealing anything taken from the environment."""
-        raw = self.substituted.get(path)
+        raw = self.substituted_text(path)
         if raw is not None:
             return f"{raw!r} (value not shown)"
         return describe(value)
@@ -121,9 +146,28 @@ class Document:
             )
         )
 
+    def redacted_problems(self) -> list[ConfigProblem]:
+        """The problems, each once, with any environment value that slipped in masked.
+
+        Messages already show references instead of substituted values; this is the
+        second line of defence, for text quoted from deep inside a value.
+        """
+        hidden = sorted((s for s in self.secrets if len(s) >= _SHORTEST_HIDDEN), key=len)
+        problems: list[ConfigProblem] = []
+        for problem in dict.fromkeys(self.problems):
+            message = problem.message
+            for secret in reversed(hidden):
+                message = message.replace(secret, "***")
+            problems.append(replace(problem, message=message))
+        return problems
+
     def is_broken(self, path: KeyPath) -> bool:
         """True when the value at `path`, or one holding it, could not be built."""
-        return any(path[:end] in self.broken for end in range(len(path) + 1))
+        origin = self.origin(path)
+        return any(
+            path[:end] in self.broken or origin[:end] in self.broken
+            for end in range(max(len(path), len(origin)) + 1)
+        )
 
     def get(self, path: KeyPath) -> Any:
         """The value at `path`, or None when any step is missing or of another kind."""

@@ -19,17 +19,17 @@ class SubstitutionError(ValueError):
 
 def substitute(
     text: str, environ: Mapping[str, str], *, escape: Callable[[str], str] | None = None
-) -> tuple[str, bool]:
-    """Return the text with references filled in, and whether it held any reference.
+) -> tuple[str, tuple[str, ...]]:
+    """Return the text with references filled in, and the values filled in.
 
     `escape`, when given, is applied to each substituted value (not to the text around it).
     """
     if "${" not in text:
-        return text, False
+        return text, ()
 
     pieces: list[str] = []
     unset: list[str] = []
-    referenced = False
+    values: list[str] = []
     position = 0
     for match in _TOKEN.finditer(text):
         pieces.append(text[position : match.start()])
@@ -42,14 +42,14 @@ def substitute(
             raise SubstitutionError(
                 "unterminated '${' reference; close it with '}' or write '$${' for a literal '${'"
             )
-        referenced = True
         value = _resolve(match.group(1), environ, unset)
+        values.append(value)
         pieces.append(escape(value) if escape is not None else value)
     pieces.append(text[position:])
 
     if unset:
         raise SubstitutionError(_unset_message(unset))
-    return "".join(pieces), referenced
+    return "".join(pieces), tuple(values)
 
 
 def _resolve(reference: str, environ: Mapping[str, str], unset: list[str]) -> str:

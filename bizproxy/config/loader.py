@@ -101,11 +101,11 @@ def _load(
         text, filename=filename, environ=environ, template_paths=is_template_path
     )
     if document.problems and document.data is None:
-        raise ConfigError(document.problems)
+        raise ConfigError(document.redacted_problems())
 
     model = _validate(document, base_dir)
     resources = check_document(document, base_dir=base_dir)
-    problems = list(dict.fromkeys(document.problems))
+    problems = document.redacted_problems()
     if model is None or any(p.severity == "error" for p in problems):
         raise ConfigError(problems)
 

@@ -129,7 +129,7 @@ def _type_message(kind: str, value: object, shown: str) -> str:
 
 def _hide_value(message: str, path: KeyPath, document: Document) -> str:
     """Replace the ", got <value>" tail for values that came from the environment."""
-    if path not in document.substituted:
+    if document.substituted_text(path) is None:
         return message
     head, found, _ = message.rpartition(", got ")
     if not found:

@@ -214,7 +214,7 @@ def _resolve_path(value: object, info: ValidationInfo) -> Path:
         raise ValueError(f"expected a file path, got {describe(value)}")
     base = (info.context or {}).get("base_dir")
     path = Path(value)
-    return path if base is None or path.is_absolute() else Path(base) / path
+    return path if base is None else (Path(base) / path).resolve()
 
 
 def _either(text_schema: dict[str, Any], number_schema: dict[str, Any]) -> WithJsonSchema:

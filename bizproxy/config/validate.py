@@ -18,7 +18,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from bizproxy import templates
-from bizproxy.config.document import Document, KeyPath, describe, suggest
+from bizproxy.config.document import Document, KeyPath, suggest
 from bizproxy.config.models import deliver_methods_problem, destination_problem
 from bizproxy.config.paths import route_parameters, route_shape
 from bizproxy.config.types import HTTP_METHODS, is_plugin_path
@@ -150,9 +150,18 @@ def _check_collisions(document: Document, data: dict[str, Any]) -> None:
             other = document.get(("routes", earlier, "path"))
             document.add(
                 ("routes", index, "path"),
-                f"{', '.join(shared)} {route['path']} collides with routes[{earlier}] on line "
-                f"{line} ({other}), which matches the same requests",
+                f"{', '.join(shared)} {_plain(document, index, route['path'])} collides with "
+                f"routes[{earlier}] on line {line} ({_plain(document, earlier, other)}), which "
+                "matches the same requests",
             )
+
+
+def _plain(document: Document, index: int, route_path: object) -> str:
+    """A route path as written, or its reference when it came from the environment."""
+    path: KeyPath = ("routes", index, "path")
+    if document.substituted_text(path) is None:
+        return str(route_path)
+    return document.show(path, None)
 
 
 def _check_templates(document: Document, data: dict[str, Any]) -> None:
@@ -202,10 +211,11 @@ def _check_template(
         )
     if parameters is None:
         return
+    shown_path = document.show((*path[:2], "path"), route_path)
     for name in sorted(templates.referenced_path_params(source) - set(parameters)):
         document.add(
             path,
-            f"template reads path.{name}, but route path {describe(route_path)} has no "
+            f"template reads path.{name}, but route path {shown_path} has no "
             f"parameter {name!r}" + suggest(name, parameters),
         )
 
@@ -233,36 +243,37 @@ def _check_schema_files(
         path = (base_dir / written).resolve()
         if path not in problems:
             resources.files.append(path)
-            problems[path] = _load_schema(path, written, resources)
+            shown = document.show(("routes", index, "body_schema"), written)
+            problems[path] = _load_schema(path, shown, resources)
         message = problems[path]
         if message is not None:
             document.add(("routes", index, "body_schema"), message)
 
 
-def _load_schema(path: Path, written: str, resources: Resources) -> str | None:
+def _load_schema(path: Path, shown: str, resources: Resources) -> str | None:
     try:
         schema = json.loads(path.read_bytes())
     except FileNotFoundError:
         return (
-            f"schema file {written!r} does not exist "
+            f"schema file {shown} does not exist "
             "(a relative path starts at the config file's folder)"
         )
     except OSError as err:
-        return f"cannot read schema file {written!r}: {err.strerror}"
+        return f"cannot read schema file {shown}: {err.strerror}"
     except UnicodeDecodeError:
-        return f"schema file {written!r} is not UTF-8 text"
+        return f"schema file {shown} is not UTF-8 text"
     except json.JSONDecodeError as err:
         where = f"line {err.lineno} column {err.colno}"
-        return f"schema file {written!r} is not JSON: {err.msg} at {where}"
+        return f"schema file {shown} is not JSON: {err.msg} at {where}"
 
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as err:
         where = "/".join(str(part) for part in err.path) or "the top"
         detail = err.message if len(err.message) <= 200 else err.message[:197] + "..."
-        return f"schema file {written!r} is not a valid JSON Schema: {detail} (at {where})"
+        return f"schema file {shown} is not a valid JSON Schema: {detail} (at {where})"
     except Exception as err:  # validator_for rejects non-mapping, non-boolean schemas
-        return f"schema file {written!r} is not a valid JSON Schema: {err}"
+        return f"schema file {shown} is not a valid JSON Schema: {err}"
     resources.schemas[path] = schema
     return None
 

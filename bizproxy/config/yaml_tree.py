@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -41,6 +42,8 @@ _CORE_RESOLVERS: list[tuple[str, str, str]] = [
 
 # A document that expands past this many values through aliases is refused.
 MAX_VALUES = 500_000
+# No config needs more; deeper documents are refused before anything recurses into them.
+MAX_DEPTH = 100
 
 
 def _install_core_resolvers(cls: type[yaml.resolver.BaseResolver]) -> None:
@@ -59,7 +62,7 @@ _install_core_resolvers(CoreSafeLoader)
 if yaml.__with_libyaml__:
 
     class CoreCSafeLoader(yaml.CSafeLoader):
-        """The same rules over libyaml's parser, which composes nodes several times faster."""
+        """The same rules over libyaml's parser, several times faster."""
 
     _install_core_resolvers(CoreCSafeLoader)
     _LOADER: type[Any] = CoreCSafeLoader
@@ -67,8 +70,9 @@ else:  # pragma: no cover - libyaml ships in the PyYAML wheels
     _LOADER = CoreSafeLoader
 
 
-def mark_of(node: yaml.Node) -> Mark:
-    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+def mark_of(event: yaml.Event) -> Mark:
+    mark = event.start_mark
+    return Mark(mark.line + 1, mark.column + 1) if mark is not None else Mark(1, 1)
 
 
 def _never(path: KeyPath) -> bool:
@@ -90,23 +94,18 @@ def parse_document(
     document = Document(filename)
     loader = _LOADER(text)
     try:
-        root = loader.get_single_node()
+        document.data = _Builder(document, environ, loader, template_paths).build()
     except yaml.MarkedYAMLError as err:
+        document.data = None
         _add_syntax_problem(document, err)
-        return document
     except yaml.reader.ReaderError as err:
+        document.data = None
         before = text[: err.position]
         where = Mark(before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1)
         code = f"#x{err.character:04x}" if isinstance(err.character, int) else repr(err.character)
         document.add((), f"invalid YAML: character {code} is not allowed: {err.reason}", mark=where)
-        return document
-    except RecursionError:
-        document.add((), "the YAML nests too deeply to read")
-        return document
     finally:
         loader.dispose()
-    if root is not None:
-        document.data = _Builder(document, environ, loader, template_paths).value(root, ())
     return document
 
 
@@ -118,8 +117,34 @@ def _add_syntax_problem(document: Document, err: yaml.MarkedYAMLError) -> None:
     document.add((), f"invalid YAML: {detail}{context}", mark=where)
 
 
+class _Stop(Exception):
+    """The document is refused as a whole; its problem is recorded."""
+
+
+_EXPECT_KEY = object()
+_SKIP = object()
+
+
+@dataclass(slots=True)
+class _Frame:
+    """An open mapping or sequence, and where its next child goes."""
+
+    container: dict[str, Any] | list[Any]
+    path: KeyPath
+    anchor: str | None
+    discard: bool
+    is_key: bool = False
+    size: int = 1
+    key: object = _EXPECT_KEY
+
+
 class _Builder:
-    """Turns composed nodes into plain values, recording marks and problems on the way."""
+    """Builds plain values from parser events, recording marks and problems on the way.
+
+    Working from events rather than composed nodes keeps nesting off the call stack, so
+    no document can exhaust it; aliases share the anchored value, and the values they
+    stand for are counted so that a document cannot expand without bound.
+    """
 
     def __init__(
         self,
@@ -129,85 +154,182 @@ class _Builder:
         template_paths: Callable[[KeyPath], bool],
     ) -> None:
         self.document = document
-        self.template_paths = template_paths
         self.environ = environ
         self.loader = loader
+        self.template_paths = template_paths
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, int, KeyPath]] = {}
+        self.open_anchors: set[str] = set()
         self.count = 0
-        self.active: set[int] = set()
+        self.root: Any = None
 
-    def value(self, node: yaml.Node, path: KeyPath) -> Any:
-        self.document.values[path] = mark_of(node)
-        self.count += 1
-        if self.count == MAX_VALUES:
-            self.document.add(path, f"the document expands to over {MAX_VALUES} values")
-        if self.count >= MAX_VALUES:
-            return None
-        if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node, path)
-        if id(node) in self.active:
-            self.document.add(path, "an alias here refers to a value that contains it")
-            self.document.broken.add(path)
-            return None
-        self.active.add(id(node))
+    def build(self) -> Any:
+        documents = 0
         try:
-            if isinstance(node, yaml.MappingNode):
-                return self.mapping(node, path)
-            if isinstance(node, yaml.SequenceNode):
-                return self.sequence(node, path)
+            while self.loader.check_event():
+                event = self.loader.get_event()
+                if isinstance(event, yaml.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        message = "expected one YAML document; a second one starts here"
+                        self.document.add((), message, mark=mark_of(event))
+                        raise _Stop
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    self.end_collection()
+                elif isinstance(event, yaml.NodeEvent):
+                    self.node(event)
+        except _Stop:
             return None
-        finally:
-            self.active.discard(id(node))
+        return self.root
 
-    def sequence(self, node: yaml.SequenceNode, path: KeyPath) -> list[Any]:
-        if node.tag != _SEQ:
-            self.document.add(path, f"unsupported tag {_tag_name(node.tag)!r}")
-        return [self.value(child, (*path, index)) for index, child in enumerate(node.value)]
+    def node(self, event: yaml.NodeEvent) -> None:
+        self.count += 1
+        top = self.stack[-1] if self.stack else None
+        if top is not None and isinstance(top.container, dict) and top.key is _EXPECT_KEY:
+            self.key(top, event)
+            return
 
-    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
-        if node.tag != _MAP:
-            self.document.add(path, f"unsupported tag {_tag_name(node.tag)!r}")
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.document.add(path, "a key must be plain text", mark=mark_of(key_node))
-                continue
-            key = str(key_node.value)
-            key_path = (*path, key)
-            if key in result:
-                first = self.document.keys[key_path].line
-                self.document.add(
-                    key_path,
-                    f"duplicate key {key!r}; it is already set on line {first}",
-                    mark=mark_of(key_node),
+        if top is None:
+            path: KeyPath = ()
+        elif isinstance(top.container, dict):
+            path = (*top.path, top.key if isinstance(top.key, str) else "<skipped>")
+        else:
+            path = (*top.path, len(top.container))
+        discard = top is not None and (top.discard or top.key is _SKIP)
+        if not discard:
+            self.document.values[path] = mark_of(event)
+
+        if isinstance(event, yaml.CollectionStartEvent):
+            self.start_collection(event, path, discard)
+        elif isinstance(event, yaml.AliasEvent):
+            value, size = self.alias(event, path, discard)
+            self.place(value, size)
+        elif isinstance(event, yaml.ScalarEvent):
+            value = self.scalar(event, path, discard)
+            self.remember(event.anchor, value, 1, path)
+            self.place(value, 1)
+
+    def key(self, top: _Frame, event: yaml.NodeEvent) -> None:
+        if isinstance(event, yaml.CollectionStartEvent):
+            self.document.add(top.path, "a key must be plain text", mark=mark_of(event))
+            self.start_collection(event, (*top.path, "<key>"), discard=True, is_key=True)
+            return
+        text: object = None
+        if isinstance(event, yaml.AliasEvent):
+            anchored = self.anchors.get(event.anchor or "")
+            text = anchored[0] if anchored is not None else None
+        elif isinstance(event, yaml.ScalarEvent):
+            text = str(event.value)
+            self.remember(event.anchor, text, 1, top.path)
+        if not isinstance(text, str):
+            self.document.add(top.path, "a key must be plain text", mark=mark_of(event))
+            top.key = _SKIP
+            return
+
+        key_path = (*top.path, text)
+        if text in top.container:
+            first = self.document.keys[key_path].line
+            message = f"duplicate key {text!r}; it is already set on line {first}"
+            self.document.add(key_path, message, mark=mark_of(event))
+            top.key = _SKIP
+            return
+        if not top.discard:
+            self.document.keys[key_path] = mark_of(event)
+        top.key = text
+
+    def start_collection(
+        self, event: yaml.CollectionStartEvent, path: KeyPath, discard: bool, is_key: bool = False
+    ) -> None:
+        if len(self.stack) >= MAX_DEPTH:
+            self.document.add(
+                (), f"the YAML nests deeper than {MAX_DEPTH} levels", mark=mark_of(event)
+            )
+            raise _Stop
+        is_mapping = isinstance(event, yaml.MappingStartEvent)
+        expected = _MAP if is_mapping else _SEQ
+        if event.tag not in (None, "!", expected) and not discard:
+            self.document.add(path, f"unsupported tag {_tag_name(event.tag)!r}")
+        container: dict[str, Any] | list[Any] = {} if is_mapping else []
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(container, path, event.anchor, discard, is_key))
+
+    def end_collection(self) -> None:
+        frame = self.stack.pop()
+        if frame.anchor is not None:
+            self.open_anchors.discard(frame.anchor)
+            self.remember(frame.anchor, frame.container, frame.size, frame.path)
+        if frame.is_key:
+            self.stack[-1].key = _SKIP
+            return
+        self.place(frame.container, frame.size)
+
+    def alias(self, event: yaml.AliasEvent, path: KeyPath, discard: bool) -> tuple[Any, int]:
+        anchor = event.anchor
+        if anchor in self.open_anchors or anchor not in self.anchors:
+            if not discard:
+                reason = (
+                    "refers to a value that contains it"
+                    if anchor in self.open_anchors
+                    else ("names no anchor defined before it")
                 )
-                continue
-            self.document.keys[key_path] = mark_of(key_node)
-            result[key] = self.value(value_node, key_path)
-        return result
+                self.document.add(path, f"the alias *{anchor} {reason}")
+                self.document.broken.add(path)
+            return None, 1
+        value, size, origin = self.anchors[anchor]
+        self.count += size
+        if self.count > MAX_VALUES:
+            self.document.add(path, f"the document expands to over {MAX_VALUES} values")
+            raise _Stop
+        if not discard:
+            self.document.aliases[path] = origin
+        return value, size
 
-    def scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
-        text: str = node.value
-        tag = node.tag
+    def remember(self, anchor: str | None, value: Any, size: int, path: KeyPath) -> None:
+        if anchor is not None:
+            self.anchors[anchor] = (value, size, path)
+
+    def place(self, value: Any, size: int) -> None:
+        if not self.stack:
+            self.root = value
+            return
+        top = self.stack[-1]
+        top.size += size
+        if isinstance(top.container, list):
+            top.container.append(value)
+            return
+        if isinstance(top.key, str):
+            top.container[top.key] = value
+        top.key = _EXPECT_KEY
+
+    def scalar(self, event: yaml.ScalarEvent, path: KeyPath, discard: bool) -> Any:
+        text: str = event.value
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, text, event.implicit)
+        if discard:
+            return text
         if tag == _STR:
-            return self.string(node, text, path)
+            return self.string(event, text, path)
         try:
             return _construct(tag, text)
         except ValueError as err:
             self.document.add(path, str(err))
             return text
 
-    def string(self, node: yaml.ScalarNode, text: str, path: KeyPath) -> Any:
+    def string(self, event: yaml.ScalarEvent, text: str, path: KeyPath) -> Any:
         try:
             escape = templates.literal if self.template_paths(path) else None
-            value, referenced = substitute(text, self.environ, escape=escape)
+            value, filled = substitute(text, self.environ, escape=escape)
         except SubstitutionError as err:
             self.document.add(path, str(err))
             self.document.broken.add(path)
             return None
-        if not referenced:
+        if not filled:
             return value
         self.document.substituted[path] = text
-        if node.style:  # libyaml marks plain scalars with '', PyYAML with None
+        self.document.secrets.update(filled)
+        if event.style:  # libyaml marks plain scalars with '', PyYAML with None
             return value
         # A plain scalar reads as if its value had been written in its place: `${N}` holding
         # "3" is the integer 3. Quoted scalars stay strings.

@@ -153,6 +153,20 @@ def test_relative_schema_paths_resolve_against_the_config_folder(tmp_path: Path)
     assert loaded.files == (config.resolve(), schema.resolve())
 
 
+def test_schema_paths_may_climb_out_of_the_config_folder(tmp_path: Path) -> None:
+    """A ../ schema path resolves to the same key the loaded schemas use."""
+    (tmp_path / "body.json").write_text('{"type": "object"}')
+    (tmp_path / "conf").mkdir()
+    text = UPSTREAM + (
+        "routes:\n  - path: /h\n    methods: [POST]\n"
+        "    body_schema: ../body.json\n    deliver: {upstream: orders}\n"
+    )
+    loaded = _load(text, tmp_path / "conf")
+    route_schema = loaded.model.routes[0].body_schema
+    assert route_schema == (tmp_path / "body.json").resolve()
+    assert loaded.schemas[route_schema] == {"type": "object"}
+
+
 def test_content_hash_covers_referenced_files(tmp_path: Path) -> None:
     """Editing a referenced schema changes the hash; the config alone starts it."""
     schema = tmp_path / "body.json"
@@ -230,3 +244,52 @@ def test_warnings_do_not_fail_a_load(tmp_path: Path) -> None:
     assert [(w.severity, w.path, w.line, w.column) for w in loaded.warnings] == [
         ("warning", "server.workers", 2, 19)
     ]
+
+
+def test_deep_nesting_is_refused_without_recursion(tmp_path: Path) -> None:
+    """A document nested past the depth limit is one problem, however deep it goes."""
+    deep = "version: 1\nx: " + "[" * 100_000 + "]" * 100_000 + "\n"
+    assert _problems(deep, tmp_path) == ["routes.yaml:2:103: the YAML nests deeper than 100 levels"]
+
+
+def test_aliases_keep_substituted_values_hidden(tmp_path: Path) -> None:
+    """A problem inside an aliased value shows the reference where the anchor wrote it."""
+    text = 'version: 1\nupstreams:\n  a: &up {url: http://127.0.0.1:1, timeout: "${T}"}\n  b: *up\n'
+    problems = _problems(text, tmp_path, {"T": "hidden-value"})
+    assert problems == [
+        f"routes.yaml:3:45: upstreams.{name}.timeout: expected a duration such as 10s or a "
+        "mapping of connect, read, write and pool, got '${T}' (value not shown)"
+        for name in "ab"
+    ]
+
+
+def test_environment_values_are_masked_in_any_message(tmp_path: Path) -> None:
+    """Text quoted from inside a substituted value is masked as a last defence."""
+    text = UPSTREAM + 'routes:\n  - path: "/x/{p:${CONVERTOR}}"\n    forward: {upstream: orders}\n'
+    problems = _problems(text, tmp_path, {"CONVERTOR": "hush-hush"})
+    assert "hush-hush" not in "".join(problems)
+    assert "{p:***}" in problems[0]
+
+
+def test_keys_must_be_text_and_documents_single(tmp_path: Path) -> None:
+    """Collection keys, undefined aliases and a second document are refused."""
+    text = UPSTREAM + "  ? [x]\n  : 1\n  other: *nowhere\n"
+    assert _problems(text, tmp_path) == [
+        "routes.yaml:5:5: upstreams: a key must be plain text",
+        "routes.yaml:7:10: upstreams.other: the alias *nowhere names no anchor defined before it",
+    ]
+    assert _problems("version: 1\n---\nversion: 1\n", tmp_path) == [
+        "routes.yaml:2:1: expected one YAML document; a second one starts here"
+    ]
+
+
+def test_pure_python_parser_builds_the_same_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libyaml, the pure-Python parser yields the same values and marks."""
+    from bizproxy.config import yaml_tree
+
+    text = (REPO / "routes.yaml").read_text(encoding="utf-8") + "extra: &e [on, 0o17, '${X:-1}']\n"
+    fast = parse_document(text, filename="r.yaml", environ={})
+    monkeypatch.setattr(yaml_tree, "_LOADER", yaml_tree.CoreSafeLoader)
+    slow = parse_document(text, filename="r.yaml", environ={})
+    assert slow.data == fast.data
+    assert slow.values == fast.values and slow.keys == fast.keys

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from bizproxy.config import LoadedConfig, RoutesConfig, load_config_text
+from bizproxy.config import LoadedConfig, RoutesConfig, load_config, load_config_text, summary
 from bizproxy.units import Rate
 
 FULL = """\
@@ -167,3 +167,14 @@ def test_route_path_params_lists_names_and_types(full: LoadedConfig) -> None:
     """path_params gives each parameter's name and type."""
     assert full.model.routes[0].path_params == {"order_id": "str"}
     assert full.model.routes[1].path_params == {"rest": "path"}
+
+
+def test_the_whole_vocabulary_loads() -> None:
+    """The reference example using every section and key loads and counts as expected."""
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    environ = {"ORDERS_SIGNING_SECRET": secret, "PAYMENTS_WEBHOOK_SECRET": secret}
+    loaded = load_config(Path(__file__).parent / "vocabulary" / "routes.yaml", environ=environ)
+    assert summary(loaded).endswith("1 upstream, 3 routes, 2 retry policies, 4 throttle budgets")
+    assert loaded.model.server.admin_token is None
+    forward = loaded.model.routes[0].forward
+    assert forward is not None and forward.query == {"include": "{{ query.include }}"}

@@ -169,3 +169,23 @@ def test_any_text_loads_or_raises_config_error(text: str) -> None:
         load_config_text(text, filename="routes.yaml", base_dir=BASE_DIR, environ={})
     except ConfigError as err:
         _assert_located(list(err.problems))
+
+
+@PROPERTY_SETTINGS
+@given(configs(), st.data())
+def test_edited_text_loads_or_raises_config_error(
+    document: dict[str, Any], data: st.DataObject
+) -> None:
+    """Valid YAML text with characters cut or inserted never raises anything else."""
+    text = dump(document)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(text)))
+        cut = data.draw(st.integers(0, 3))
+        insert = data.draw(
+            st.sampled_from(["", ":", "- ", "&a ", "*a", "{", "[", "'", "\n  ", "!!str "])
+        )
+        text = text[:at] + insert + text[at + cut :]
+    try:
+        load_config_text(text, filename="routes.yaml", base_dir=BASE_DIR, environ={})
+    except ConfigError as err:
+        _assert_located(list(err.problems))
