@@ -4,10 +4,11 @@ that bizproxy itself decides (JSON error bodies with the status of the error mod
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -86,7 +87,7 @@ class InboundRequest:
         for name, text in self.header_pairs:
             headers[name] = f"{headers[name]}, {text}" if name in headers else text
         self.headers = headers
-        self.request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        self.request_id = headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
 
     @property
     def query_string(self) -> str:
@@ -202,6 +203,12 @@ def parse_networks(
 def is_trusted(address: str | None, networks: tuple[Any, ...]) -> bool:
     if address is None or not networks:
         return False
+    return _is_trusted(address, networks)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_trusted(address: str, networks: tuple[Any, ...]) -> bool:
+    # Peers repeat, and parsing an address costs more than the rest of the check.
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

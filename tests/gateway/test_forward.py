@@ -415,3 +415,11 @@ async def test_forward_client_disconnect_cancels_upstream_and_frees_the_pool(
         assert proxy.in_flight == 0
         response = await client.get("/echo/after", timeout=5)
     assert response.status_code == 200
+
+
+def test_forward_keeps_no_cookies_between_clients(url: str, upstream_app: UpstreamApp) -> None:
+    """Cookies an upstream sets for one client are never sent upstream for another."""
+    assert httpx.get(f"{url}/cookies").status_code == 200
+    echo(httpx.get(f"{url}/echo/after-cookies"))
+    [request] = upstream_app.received("/echo/after-cookies")
+    assert request.header("cookie") is None
