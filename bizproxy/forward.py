@@ -19,6 +19,7 @@ import jinja2
 from bizproxy.admission import admit_body
 from bizproxy.errors import BusinessProxyException, Throttled
 from bizproxy.inbound import (
+    HOP_BY_HOP,
     REQUEST_ID_HEADER,
     BadRequest,
     ClientDisconnected,
@@ -35,7 +36,7 @@ from bizproxy.inbound import (
 )
 from bizproxy.proxy import UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
-from bizproxy.templates import RestOfPath
+from bizproxy.templates import Renderable, RestOfPath
 
 logger = logging.getLogger("bizproxy.forward")
 
@@ -73,7 +74,7 @@ def template_context(
     }
 
 
-def render(template: jinja2.Template, context: dict[str, Any], what: str) -> str:
+def render(template: Renderable, context: dict[str, Any], what: str) -> str:
     try:
         return template.render(context)
     except jinja2.UndefinedError as error:
@@ -160,14 +161,23 @@ def upstream_query(
     return f"{query}&{added}" if query else added
 
 
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
+
+
 def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[bytes, bytes]]:
-    named = connection_named(response.headers)
-    headers = [
-        (key.lower().encode("latin-1"), value.encode("latin-1"))
-        for key, value in response.headers
-        if not is_hop_by_hop(key, named) and key.lower() != REQUEST_ID_HEADER
-    ]
-    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")))
+    """The upstream's headers minus hop-by-hop ones (and its X-Request-ID: ours goes back)."""
+    headers = []
+    named: set[bytes] | None = None
+    for key, value in response.raw_headers:
+        name = key.lower()
+        if name in _HOP_BY_HOP_BYTES or name.startswith(b"proxy-"):
+            if name == b"connection":
+                named = {token.strip().lower() for token in value.split(b",")}
+            continue
+        headers.append((name, value))
+    if named:
+        headers = [(name, value) for name, value in headers if name not in named]
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
     return headers
 
 
@@ -309,9 +319,18 @@ async def _forward(
                     "headers": response_headers(response, request.request_id),
                 }
             )
+            # Each chunk goes on as it arrives. With a Content-Length, the chunk that
+            # completes it also closes the answer: no extra empty message.
+            remaining = response.content_length
             async for chunk in response.aiter_raw():
+                if remaining is not None:
+                    remaining -= len(chunk)
+                    if remaining <= 0:
+                        await send({"type": "http.response.body", "body": chunk})
+                        break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            else:
+                await send({"type": "http.response.body", "body": b""})
     except asyncio.CancelledError:
         if watch is None or not watch.disconnected:
             raise

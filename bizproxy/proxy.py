@@ -167,9 +167,17 @@ class UpstreamResponse:
         self.upstream = upstream
         self.attempts = attempts
         self.status_code = response.status_code
-        self.headers: list[tuple[str, str]] = [
-            (key.decode("latin-1"), value.decode("latin-1")) for key, value in response.headers.raw
-        ]
+        self.raw_headers: list[tuple[bytes, bytes]] = response.headers.raw
+        """As the upstream sent them: several Set-Cookie stay several."""
+
+    @property
+    def content_length(self) -> int | None:
+        value = self._response.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
 
     def header(self, name: str) -> str | None:
         value: str | None = self._response.headers.get(name)
@@ -559,21 +567,27 @@ class HTTPXFastAPIProxy:
             limit = remaining if limit is None else min(limit, remaining)
         target = f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
         timeout = self._default_timeout if limit is None else self.timeouts.capped(limit).as_dict()
-        request = httpx.Request(
-            method,
-            target,
-            headers=[*self._header_items, *headers],
-            content=content,
-            extensions={"timeout": timeout},
-        )
         # The transport is called directly: AsyncClient.send adds auth, redirect and
         # cookie handling, which a proxy must not do (a cookie jar shared by every client
         # would replay one client's cookies for another), and about a third more time.
+        if isinstance(transport, AiohttpTransport):
+            sending = transport.send(
+                method, target, [*self._header_items, *headers], content, timeout
+            )
+        else:
+            request = httpx.Request(
+                method,
+                target,
+                headers=[*self._header_items, *headers],
+                content=content,
+                extensions={"timeout": timeout},
+            )
+            sending = transport.handle_async_request(request)
         try:
             if limit is None:
-                return await transport.handle_async_request(request)
+                return await sending
             async with asyncio.timeout(limit):
-                return await transport.handle_async_request(request)
+                return await sending
         except TimeoutError as error:
             raise UpstreamTimeout(
                 f"{action} on upstream {self.name!r}: no answer within {limit:.3f}s",

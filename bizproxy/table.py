@@ -32,7 +32,12 @@ from bizproxy.policies.throttle_store import ThrottleStore
 from bizproxy.proxy import HTTPXFastAPIProxy, PoolLimits, Signer, Timeouts
 from bizproxy.router import Router
 from bizproxy.signing import DeliveredIds, Verifier, build_verifier, sign_standard_webhooks
-from bizproxy.templates import compile_path_template, compile_template, referenced_names
+from bizproxy.templates import (
+    Renderable,
+    compile_path_template,
+    compile_template,
+    referenced_names,
+)
 
 RETRY_BODY_LIMIT = 64 * 1024
 """Request bodies up to this size are held so that they can be retried; larger ones stream."""
@@ -46,7 +51,7 @@ class ForwardTarget:
     """Where and how a forward route sends its request."""
 
     upstream: str
-    path_template: jinja2.Template | None
+    path_template: Renderable | None
     query_templates: tuple[tuple[str, jinja2.Template], ...] = ()
     header_templates: tuple[tuple[str, jinja2.Template], ...] = ()
     body_template: jinja2.Template | None = None

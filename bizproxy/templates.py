@@ -10,6 +10,7 @@ per distinct source.
 from __future__ import annotations
 
 import functools
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import jinja2
@@ -151,7 +152,54 @@ def encode_path_value(value: object) -> str:
 _PATH_ENVIRONMENT = _ENVIRONMENT.overlay(finalize=encode_path_value)
 
 
-def compile_path_template(source: str) -> jinja2.Template:
+class Renderable(Protocol):
+    """What a compiled template offers: a Jinja2 template, or a faster equivalent."""
+
+    def render(self, context: dict[str, Any], /) -> str: ...
+
+
+class PathParameterTemplate:
+    """A path template made only of text and `{{ path.name }}`: rendered by joining
+    strings, without Jinja2's per-render context. Same output as the Jinja2 template."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: tuple[tuple[bool, str], ...]) -> None:
+        self._parts = parts
+        """(is_parameter, text or parameter name), in order."""
+
+    def render(self, context: dict[str, Any]) -> str:
+        path = context["path"]
+        return "".join(
+            encode_path_value(path[value]) if is_parameter else value
+            for is_parameter, value in self._parts
+        )
+
+
+def _simple_path_parts(source: str) -> tuple[tuple[bool, str], ...] | None:
+    tree = _parse(source)
+    parts: list[tuple[bool, str]] = []
+    for output in tree.body:
+        if not isinstance(output, nodes.Output):
+            return None
+        for node in output.nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append((False, node.data))
+            elif (
+                isinstance(node, nodes.Getattr)
+                and isinstance(node.node, nodes.Name)
+                and node.node.name == "path"
+            ):
+                parts.append((True, node.attr))
+            else:
+                return None
+    return tuple(parts)
+
+
+def compile_path_template(source: str) -> Renderable:
     """Compile an upstream path template: every printed value is percent-encoded."""
+    parts = _simple_path_parts(source)
+    if parts is not None:
+        return PathParameterTemplate(parts)
     _parse(source)
     return _PATH_ENVIRONMENT.from_string(source)

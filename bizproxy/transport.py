@@ -92,25 +92,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session
-        if session is None:
-            session = self._session = self._new_session()
-        timeout = request.extensions.get("timeout", {})
         data: Any
         try:
             data = request.content or None
         except httpx.RequestNotRead:
             data = request.stream
-        headers = CIMultiDict(
+        headers = [
             (key.decode("latin-1"), value.decode("latin-1"))
             for key, value in request.headers.raw
-            if key.lower() != b"transfer-encoding"
-        )
+            if key.lower() not in (b"transfer-encoding", b"host")
+        ]
+        timeout = request.extensions.get("timeout", {})
+        response = await self.send(request.method, str(request.url), headers, data, timeout)
+        response.request = request
+        return response
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        data: Any,
+        timeout: dict[str, float | None],
+    ) -> httpx.Response:
+        """Send without building an httpx.Request first: the proxy's hot path.
+
+        `url` is sent as written (already percent-encoded); aiohttp sets Host.
+        """
+        session = self._session
+        if session is None:
+            session = self._session = self._new_session()
         try:
             response = await session.request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=headers,
+                method,
+                URL(url, encoded=True),
+                headers=CIMultiDict(headers),
                 data=data,
                 allow_redirects=False,
                 compress=None,
@@ -130,7 +146,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             status_code=response.status,
             headers=response.raw_headers,
             stream=_ResponseStream(response),
-            request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
 

@@ -63,3 +63,30 @@ def test_literal_renders_braces_as_text() -> None:
     """literal() turns any text into a template that renders exactly it."""
     text = "a{{ b }}{% c %}{# d #}}"
     assert templates.compile_template(templates.literal(text)).render() == text
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/v2/orders/{{ path.id }}",
+        "/a/{{ path.id }}/b/{{ path.rest }}.json",
+        "/static",
+        "{{ path.rest }}",
+    ],
+)
+def test_templates_fast_path_renders_like_jinja(source: str) -> None:
+    """The join-only path renderer gives exactly what the Jinja2 path template gives."""
+    from bizproxy.templates import _PATH_ENVIRONMENT, PathParameterTemplate, RestOfPath
+
+    fast = templates.compile_path_template(source)
+    assert isinstance(fast, PathParameterTemplate)
+    context = {"path": {"id": "a?b#c/d e%", "rest": RestOfPath("x/y z/ü")}}
+    assert fast.render(context) == _PATH_ENVIRONMENT.from_string(source).render(context)
+
+
+def test_templates_path_with_filters_uses_jinja() -> None:
+    """Anything beyond text and path.name goes through Jinja2."""
+    from bizproxy.templates import PathParameterTemplate
+
+    slow = templates.compile_path_template("/{{ path.id | upper }}")
+    assert not isinstance(slow, PathParameterTemplate)
