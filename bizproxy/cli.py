@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: server.workers of the config, else 1)",
+    )
+    serve.add_argument(
         "--poll", action="store_true", help="poll for changes (for mounts without events)"
     )
     _add_logging_options(serve)
@@ -80,6 +86,11 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request: route, upstream, status, duration, request id",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,18 +152,46 @@ def _load_or_report(file: str) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from bizproxy.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format, access_log=args.access_log)
     loaded = _load_or_report(args.file)
     if isinstance(loaded, int):
         return loaded
+    for warning in loaded.warnings:
+        logging.getLogger("bizproxy").warning("%s", warning)
+    watch = not args.no_watch
+    workers = args.workers or loaded.model.server.workers
+    if workers > 1:
+        from bizproxy.config.models import RedisStoreConfig
+        from bizproxy.runtime import serve_workers
+
+        if not isinstance(loaded.model.throttle_store, RedisStoreConfig):
+            logging.getLogger("bizproxy").warning(
+                "%d workers with the memory throttle store: each worker keeps its own "
+                "budgets, so a budget admits up to %d times its rate; use "
+                "throttle_store: {redis: ...} to share them",
+                workers,
+                workers,
+            )
+        serve_workers(
+            args.file,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            watch=watch,
+            force_polling=args.poll,
+            logging_options=(args.log_level, args.log_format, args.access_log),
+        )
+        return 0
+
     import uvloop
 
     from bizproxy.runtime import gateway_from_loaded, serve
 
     gateway = gateway_from_loaded(args.file, loaded)
-    watch = not args.no_watch
     uvloop.run(serve(gateway, host=args.host, port=args.port, watch=watch, force_polling=args.poll))
     return 0
 

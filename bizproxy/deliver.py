@@ -8,6 +8,7 @@ from typing import Any
 from bizproxy.admission import admit_body
 from bizproxy.errors import BusinessProxyException
 from bizproxy.inbound import (
+    CLIENT_CLOSED,
     BadRequest,
     ClientDisconnected,
     InboundRequest,
@@ -29,16 +30,16 @@ async def deliver(
     scope: Any,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     """Serve one request on a deliver route: 202 with a message id once the inbox holds it."""
     request = InboundRequest(scope)
     target = route.target
     if not isinstance(target, DeliverTarget):
         raise TypeError(f"route {route.path} is not a deliver route")
     try:
-        await _deliver(table, route, target, request, receive, send)
+        return await _deliver(table, route, target, request, receive, send)
     except BadRequest as error:
-        await send_error(
+        return await send_error(
             send,
             error.status,
             error.error_type,
@@ -49,9 +50,10 @@ async def deliver(
             details=error.details,
         )
     except BusinessProxyException as error:
-        await answer_exception(send, error, request_id=request.request_id, route=route.path)
+        return await answer_exception(send, error, request_id=request.request_id, route=route.path)
     except ClientDisconnected:
         logger.debug("client went away while delivering to %s", route.path)
+        return CLIENT_CLOSED
 
 
 async def _deliver(
@@ -61,7 +63,7 @@ async def _deliver(
     request: InboundRequest,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     body = await admit_body(route, request, receive, table.server.max_body_bytes, require_json=True)
     if table.throttle is not None:
         await table.throttle.admit(route.tag, request.peer)
@@ -75,7 +77,7 @@ async def _deliver(
             {"message_id": body.message_id, "duplicate": True},
             request_id=request.request_id,
         )
-        return
+        return 202
 
     message_id = await table.proxies[target.upstream].deliver(body.parsed)
     # Recorded only once the inbox holds it: a refused delivery may be sent again.
@@ -87,3 +89,4 @@ async def _deliver(
         {"message_id": body.message_id or message_id, "duplicate": False},
         request_id=request.request_id,
     )
+    return 202

@@ -19,6 +19,7 @@ import jinja2
 from bizproxy.admission import admit_body
 from bizproxy.errors import BusinessProxyException, Throttled
 from bizproxy.inbound import (
+    CLIENT_CLOSED,
     HOP_BY_HOP,
     REQUEST_ID_HEADER,
     BadRequest,
@@ -34,7 +35,7 @@ from bizproxy.inbound import (
     read_or_stream_body,
     send_error,
 )
-from bizproxy.proxy import UpstreamResponse
+from bizproxy.proxy import HTTPXFastAPIProxy, UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
 from bizproxy.templates import Renderable, RestOfPath
 
@@ -224,16 +225,16 @@ async def forward(
     scope: Any,
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     """Serve one request on a forward route."""
     request = InboundRequest(scope)
     target = route.target
     assert isinstance(target, ForwardTarget)
     proxy = table.proxies[target.upstream]
     try:
-        await _forward(table, route, target, proxy, request, params, receive, send)
+        return await _forward(table, route, target, proxy, request, params, receive, send)
     except BadRequest as error:
-        await send_error(
+        return await send_error(
             send,
             error.status,
             error.error_type,
@@ -244,7 +245,7 @@ async def forward(
             details=error.details,
         )
     except Throttled as error:
-        await answer_exception(
+        return await answer_exception(
             send,
             error,
             request_id=request.request_id,
@@ -252,21 +253,22 @@ async def forward(
             headers=throttle_headers(table, error),
         )
     except BusinessProxyException as error:
-        await answer_exception(send, error, request_id=request.request_id, route=route.path)
+        return await answer_exception(send, error, request_id=request.request_id, route=route.path)
     except ClientDisconnected:
         logger.debug("client went away during %s %s", request.method, route.path)
+        return CLIENT_CLOSED
 
 
 async def _forward(
     table: RouteTable,
     route: CompiledRoute,
     target: ForwardTarget,
-    proxy: Any,
+    proxy: HTTPXFastAPIProxy,
     request: InboundRequest,
     params: dict[str, str],
     receive: Receive,
     send: Send,
-) -> None:
+) -> int:
     # Read: the whole body when something must look at it, else hold-or-stream.
     limit = table.server.max_body_bytes
     declared = request.declared_length()
@@ -331,6 +333,7 @@ async def _forward(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             else:
                 await send({"type": "http.response.body", "body": b""})
+        return response.status_code
     except asyncio.CancelledError:
         if watch is None or not watch.disconnected:
             raise
@@ -338,6 +341,7 @@ async def _forward(
         if current is not None:
             current.uncancel()
         logger.debug("client disconnected; upstream request for %s cancelled", route.path)
+        return CLIENT_CLOSED
     finally:
         if watch is not None:
             await watch.stop()

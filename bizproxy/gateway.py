@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from bizproxy.deliver import deliver
 from bizproxy.forward import forward
-from bizproxy.inbound import send_error
+from bizproxy.inbound import REQUEST_ID_SCOPE_KEY, send_error
+from bizproxy.metrics import RouteMetrics, observe_table, record_config_version, render_metrics
 from bizproxy.proxy import HTTPXFastAPIProxy
 from bizproxy.table import CompiledRoute, RouteTable
 
@@ -31,9 +32,13 @@ if TYPE_CHECKING:
     from bizproxy.reload import Reloader
 
 logger = logging.getLogger("bizproxy")
+access_logger = logging.getLogger("bizproxy.access")
 
 RESERVED_PREFIX = "/-/"
-FRAMEWORK_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+FRAMEWORK_PATHS = frozenset(
+    {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/metrics"}
+)
+"""Served by the gateway itself unless a route claims the same path."""
 
 Handler = Callable[[RouteTable, CompiledRoute, dict[str, str], Any, Any, Any], Awaitable[None]]
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -49,25 +54,42 @@ class ReloadStatus:
     version: str | None = None
 
 
+@dataclass(frozen=True)
+class WatchSettings:
+    force_polling: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class ServedTable:
-    """A table with the FastAPI app built for it: swapped in as one reference."""
+    """A table with what serving it needs, built beside it: swapped in as one reference."""
 
     table: RouteTable
     app: FastAPI
+    route_metrics: tuple[RouteMetrics, ...]
+
+
+def _served(gateway: Gateway, table: RouteTable) -> ServedTable:
+    metrics = tuple(RouteMetrics(route.path) for route in table.routes)
+    return ServedTable(table, gateway._build_app(table), metrics)
 
 
 class Gateway:
     """Serves one route table at a time; `swap` replaces it while requests keep flowing."""
 
     def __init__(self, table: RouteTable, *, reload: ReloadCallback | None = None) -> None:
-        self._served = ServedTable(table, self._build_app(table))
+        self._served = _served(self, table)
+        record_config_version(table.version)
         self._reload = reload
         self._retiring: set[asyncio.Task[None]] = set()
         self.reload_status = ReloadStatus(version=table.version)
         self.started = False
         self.reloader: Reloader | None = None
         """Set by `load_gateway` when the table came from a file that can be reloaded."""
+        self.watch: WatchSettings | None = None
+        """When set, start() also watches the config files and reloads on change."""
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop_watching = asyncio.Event()
+        self._retired_tables: list[RouteTable] = []
 
     # -- the current table -------------------------------------------------------------
 
@@ -85,16 +107,18 @@ class Gateway:
 
     async def swap(self, table: RouteTable) -> None:
         """Serve `table` from now on; retire the old one once its requests finish."""
-        new = ServedTable(table, self._build_app(table))
+        new = _served(self, table)
         if self.started:
             await _connect_all(table)
         old, self._served = self._served, new
         self.reload_status.version = table.version
-        task = asyncio.create_task(self._retire(old.table, table))
+        record_config_version(table.version, old.table.version)
+        self._retired_tables.append(old.table)
+        task = asyncio.create_task(self._retire(old.table))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, old: RouteTable, new: RouteTable) -> None:
+    async def _retire(self, old: RouteTable) -> None:
         """Close the old table's proxies that the new one does not share, once idle."""
         drained = await old.usage.wait_idle(old.server.drain_timeout_seconds)
         if not drained:
@@ -105,26 +129,43 @@ class Gateway:
                 old.usage.in_flight,
                 old.server.drain_timeout_seconds,
             )
-        kept = {id(proxy) for proxy in new.proxies.values()}
+        # Still in use: the serving table's proxies, and those of tables still draining.
+        in_use = [self.table, *(t for t in self._retired_tables if t is not old)]
+        kept = {id(proxy) for table in in_use for proxy in table.proxies.values()}
         for proxy in old.proxies.values():
             if id(proxy) not in kept:
                 await proxy.disconnect()
+        self._retired_tables.remove(old)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect every upstream proxy; then watch the config files, when asked to."""
         await _connect_all(self.table)
         self.started = True
+        if self.watch is not None and self.reloader is not None:
+            self._stop_watching = asyncio.Event()
+            self._watcher = asyncio.create_task(
+                self.reloader.watch(self._stop_watching, force_polling=self.watch.force_polling)
+            )
 
     async def stop(self) -> None:
-        """Close every upstream pool, after retiring tables have drained."""
+        """Stop watching, stop retiring old tables, and close every upstream pool."""
         self.started = False
+        if self._watcher is not None:
+            self._stop_watching.set()
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         for task in list(self._retiring):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for proxy in self.table.proxies.values():
+        retired = [proxy for table in self._retired_tables for proxy in table.proxies.values()]
+        for proxy in {id(p): p for p in [*retired, *self.table.proxies.values()]}.values():
             await proxy.disconnect()
+        self._retired_tables.clear()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -145,7 +186,7 @@ class Gateway:
             return
         table = served.table
         path: str = scope["path"]
-        if path.startswith(RESERVED_PREFIX) or path in FRAMEWORK_PATHS:
+        if path.startswith(RESERVED_PREFIX):
             await served.app(scope, receive, send)
             return
         raw_path = scope.get("raw_path")
@@ -153,15 +194,24 @@ class Gateway:
             scope["method"], raw_path.decode("latin-1") if raw_path else path
         )
         if match is None or match.route is None:
-            await _no_route(scope, send, match.allowed if match else None)
+            if path in FRAMEWORK_PATHS:
+                await served.app(scope, receive, send)
+            else:
+                await _no_route(scope, send, match.allowed if match else None)
             return
+
         route = match.route
+        started = time.perf_counter()
         table.usage.enter()
         try:
             handler = forward if route.kind == "forward" else deliver
-            await handler(table, route, match.params, scope, receive, send)
+            status = await handler(table, route, match.params, scope, receive, send)
         finally:
             table.usage.leave()
+        elapsed = time.perf_counter() - started
+        served.route_metrics[route.index].observe(scope["method"], status, elapsed)
+        if access_logger.isEnabledFor(logging.INFO):
+            _log_access(route, scope, status, elapsed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -225,6 +275,13 @@ class Gateway:
                 },
             }
 
+        @app.get("/metrics", include_in_schema=False)
+        @app.get("/-/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            observe_table(table)
+            body, content_type = render_metrics()
+            return Response(body, media_type=content_type)
+
         @app.post("/-/reload", include_in_schema=False)
         async def reload(request: Request) -> Response:
             token = table.server.admin_token
@@ -243,6 +300,28 @@ class Gateway:
         self.reload_status.attempted_at = time.time()
         self.reload_status.ok = ok
         self.reload_status.errors = errors
+
+
+def _log_access(route: CompiledRoute, scope: Scope, status: int, elapsed: float) -> None:
+    """One line per request: no query string, no headers, no body."""
+    request_id = scope.get(REQUEST_ID_SCOPE_KEY, "-")
+    fields = {
+        "route": route.path,
+        "method": scope["method"],
+        "upstream": route.target.upstream,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "request_id": request_id,
+    }
+    access_logger.info(
+        "%s %s -> %s %d %.1fms",
+        fields["method"],
+        route.path,
+        fields["upstream"],
+        status,
+        elapsed * 1000,
+        extra={"fields": fields},
+    )
 
 
 async def _connect_all(table: RouteTable) -> None:

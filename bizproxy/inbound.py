@@ -23,6 +23,7 @@ from bizproxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from bizproxy.metrics import THROTTLED
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +31,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_SCOPE_KEY = "bizproxy.request_id"
+"""Where the request's id is left in the ASGI scope, for the access log."""
 
 # Dropped in both directions, with every header that Connection names.
 HOP_BY_HOP = frozenset(
@@ -56,6 +59,10 @@ class BadRequest(Exception):
         self.error_type = error_type
         self.message = message
         self.details = details
+
+
+CLIENT_CLOSED = 499
+"""The status recorded (never sent) when the client left before its answer."""
 
 
 class ClientDisconnected(Exception):
@@ -88,6 +95,7 @@ class InboundRequest:
             headers[name] = f"{headers[name]}, {text}" if name in headers else text
         self.headers = headers
         self.request_id = headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
+        scope[REQUEST_ID_SCOPE_KEY] = self.request_id
 
     @property
     def query_string(self) -> str:
@@ -246,8 +254,8 @@ async def send_error(
     upstream: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
-    """Answer with bizproxy's own JSON error body."""
+) -> int:
+    """Answer with bizproxy's own JSON error body; return the status."""
     error: dict[str, Any] = {"type": error_type, "message": message}
     if route is not None:
         error["route"] = route
@@ -257,6 +265,7 @@ async def send_error(
     if details:
         error.update(details)
     await send_json(send, status, {"error": error}, headers=headers, request_id=request_id)
+    return status
 
 
 async def send_json(
@@ -307,7 +316,7 @@ async def answer_exception(
     request_id: str,
     route: str | None,
     headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+) -> int:
     """Answer an exception with its status, its retry hint, and bizproxy's JSON body."""
     extra = list(headers or [])
     retry_after = getattr(error, "retry_after", None)
@@ -318,7 +327,9 @@ async def answer_exception(
         details["attempts"] = error.attempts
     if isinstance(error, Throttled) and error.tag is not None:
         details["tag"] = error.tag
-    await send_error(
+    if isinstance(error, Throttled):
+        THROTTLED.labels(tag=error.tag or "").inc()
+    return await send_error(
         send,
         status_for(error),
         type(error).__name__,

@@ -29,8 +29,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-def configure_logging(level: str = "info", log_format: str = "text") -> None:
-    """Send bizproxy's and uvicorn's loggers to stderr, once, at `level`."""
+def configure_logging(
+    level: str = "info", log_format: str = "text", *, access_log: bool = False
+) -> None:
+    """Send bizproxy's and uvicorn's loggers to stderr, once, at `level`; the access log
+    (one line per request) only when asked for."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -41,3 +44,5 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    access = logging.getLogger("bizproxy.access")
+    access.setLevel(logging.INFO if access_log else logging.WARNING)

@@ -60,10 +60,6 @@ CONFIG_INFO = Gauge(
     ["version"],
     multiprocess_mode="max",
 )
-THROTTLE_STORE_FAILURES = Counter(
-    "bizproxy_throttle_store_failures_total",
-    "Throttle decisions made without the shared store because it was unreachable.",
-)
 
 
 def record_config_version(version: str, previous: str | None = None) -> None:
@@ -115,8 +111,24 @@ class UpstreamMetrics:
             self._errors[kind] = counter
         counter.inc()
 
-    def breaker(self, is_open: bool) -> None:
-        BREAKER_OPEN.labels(upstream=self._name).set(1 if is_open else 0)
+
+THROTTLE_STORE_OUTAGE = Gauge(
+    "bizproxy_throttle_store_outage",
+    "1 while the shared throttle store is unreachable, else 0.",
+    multiprocess_mode="max",
+)
+
+
+def observe_table(table: Any) -> None:
+    """Read the states that live in the table's objects into gauges, just before a scrape."""
+    for name, proxy in table.proxies.items():
+        breaker = getattr(proxy, "breaker", None)
+        if breaker is not None:
+            BREAKER_OPEN.labels(upstream=name).set(0 if breaker.state == "closed" else 1)
+    store = getattr(table.throttle, "store", None)
+    outage = getattr(store, "outage", None)
+    if outage is not None:
+        THROTTLE_STORE_OUTAGE.set(1 if outage else 0)
 
 
 def render_metrics() -> tuple[bytes, str]:

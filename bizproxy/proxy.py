@@ -30,6 +30,7 @@ from bizproxy.errors import (
 )
 from bizproxy.inbox import Inbox
 from bizproxy.interface import JSON, RetryPluginCallable, ThrottlePluginCallable
+from bizproxy.metrics import UpstreamMetrics
 from bizproxy.policies.breaker import CircuitBreaker
 from bizproxy.policies.retry import (
     RETRY_AFTER_STATUSES,
@@ -262,6 +263,7 @@ class HTTPXFastAPIProxy:
         self._lifecycle = asyncio.Lock()
         self._inbox = Inbox(inbox_max_messages, upstream=self.name)
         self.in_flight = 0
+        self.metrics = UpstreamMetrics(self.name)
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected else "disconnected"
@@ -464,12 +466,14 @@ class HTTPXFastAPIProxy:
                 self.breaker.before_request()
             error: BusinessProxyException
             response: httpx.Response | None = None
+            self.metrics.attempt(retry=attempt > 1)
             try:
                 response = await self._send_once(
                     transport, policy, method, path, query, headers, content, deadline, action
                 )
             except ConnectionFailure as failure:
                 error = failure
+                self.metrics.error(failure.kind)
             else:
                 if response.status_code < 400:
                     self._record_outcome(success=True)
@@ -479,6 +483,7 @@ class HTTPXFastAPIProxy:
                     upstream=self.name,
                     status=response.status_code,
                 )
+                self.metrics.error(f"status-{response.status_code // 100}xx")
             self._record_outcome(success=response is not None and response.status_code < 500)
 
             retry_after = None

@@ -19,6 +19,7 @@ from bizproxy.config import LoadedConfig, load_config
 from bizproxy.diff import summarize
 from bizproxy.errors import ConfigError
 from bizproxy.gateway import Gateway
+from bizproxy.metrics import RELOADS
 from bizproxy.policies.throttle_store import ThrottleStore
 from bizproxy.table import compile_table
 
@@ -78,12 +79,14 @@ class Reloader:
         await gateway.swap(table)
         self.loaded = loaded
         self.reloads_ok += 1
+        RELOADS.labels(result="ok").inc()
         gateway.record_reload(ok=True, errors=[])
         logger.info("reloaded %s (%s): %s", self.path.name, reason, summary)
         return {"ok": True, "changed": True, "version": loaded.content_hash, "summary": summary}
 
     def _rejected(self, gateway: Gateway, errors: list[str]) -> dict[str, Any]:
         self.reloads_failed += 1
+        RELOADS.labels(result="rejected").inc()
         gateway.record_reload(ok=False, errors=errors)
         logger.warning(
             "rejected the edit of %s; the last good table keeps serving (%d problems)",

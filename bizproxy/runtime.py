@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,8 @@ import uvicorn
 
 from bizproxy.config import LoadedConfig, load_config
 from bizproxy.config.models import RedisStoreConfig, RoutesConfig
-from bizproxy.gateway import Gateway
+from bizproxy.gateway import Gateway, WatchSettings
+from bizproxy.logs import configure_logging
 from bizproxy.policies.redis_store import RedisThrottleStore
 from bizproxy.policies.throttle_store import MemoryThrottleStore, ThrottleStore
 from bizproxy.reload import Reloader
@@ -107,8 +109,9 @@ async def serve(
         port,
         table.version[:12],
     )
-    stop_watching = asyncio.Event()
     reloader = gateway.reloader
+    if watch:
+        gateway.watch = WatchSettings(force_polling=force_polling)
     tasks: set[asyncio.Task[Any]] = set()
     loop = asyncio.get_running_loop()
 
@@ -125,14 +128,11 @@ async def serve(
 
         start(exit_when_stopped(stop))
     if reloader is not None:
-        if watch:
-            start(reloader.watch(stop_watching, force_polling=force_polling))
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: start(reloader.reload_now("SIGHUP")))
     try:
         await server.serve()
     finally:
-        stop_watching.set()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
         pending = list(tasks)
@@ -141,3 +141,59 @@ async def serve(
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+WORKER_CONFIG_ENV = "BIZPROXY_WORKER_CONFIG"
+WORKER_WATCH_ENV = "BIZPROXY_WORKER_WATCH"
+WORKER_LOGGING_ENV = "BIZPROXY_WORKER_LOGGING"
+
+
+def worker_gateway() -> Gateway:
+    """The app of one worker process under `serve --workers N` (a uvicorn factory)."""
+    level, log_format, access = os.environ.get(WORKER_LOGGING_ENV, "info:text:").split(":")
+    configure_logging(level, log_format, access_log=bool(access))
+    gateway = load_gateway(os.environ[WORKER_CONFIG_ENV])
+    watch = os.environ.get(WORKER_WATCH_ENV, "")
+    if watch:
+        gateway.watch = WatchSettings(force_polling=watch == "poll")
+    return gateway
+
+
+def serve_workers(
+    path: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    watch: bool,
+    force_polling: bool,
+    logging_options: tuple[str, str, bool] = ("info", "text", False),
+) -> None:
+    """Serve with `workers` processes: each loads, watches and reloads the config itself.
+
+    SIGHUP to the main process restarts the workers, which load the config afresh.
+    Metrics of every worker are added up (PROMETHEUS_MULTIPROC_DIR).
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bizproxy-metrics-")
+    os.environ[WORKER_CONFIG_ENV] = os.path.abspath(path)
+    os.environ[WORKER_WATCH_ENV] = ("poll" if force_polling else "events") if watch else ""
+    level, log_format, access = logging_options
+    os.environ[WORKER_LOGGING_ENV] = f"{level}:{log_format}:{'on' if access else ''}"
+    drain = load_config(path).model.server.drain_timeout
+    uvicorn.run(
+        "bizproxy.runtime:worker_gateway",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(drain) or None,
+    )

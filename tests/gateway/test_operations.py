@@ -145,3 +145,83 @@ routes:
     assert seen["headers"]["X-Route"] == "bin"
     assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
     assert seen["headers"]["Content-Length"] == "10"
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        sample, value = line.rsplit(" ", 1)
+        if "{" in sample:
+            metric, _, rest = sample.partition("{")
+            found = ",".join(sorted(rest.rstrip("}").split(",")))
+        else:
+            metric, found = sample, ""
+        if metric == name and found == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_operations_metrics_count_requests_attempts_and_throttling(
+    upstream_url: str, tmp_path: Path
+) -> None:
+    """/metrics counts requests by route, method and status, upstream attempts, throttling."""
+    config = f"""
+version: 1
+throttles:
+  metered: {{rate: 1/min, burst: 1}}
+upstreams:
+  metered_app: {{url: "{upstream_url}"}}
+routes:
+  - path: /metered/{{n}}
+    methods: [GET]
+    tag: metered
+    forward: {{upstream: metered_app, path: "/status/{{{{ path.n }}}}"}}
+"""
+    with running_gateway(config, tmp_path) as (url, served):
+        before = httpx.get(f"{url}/metrics").text
+        assert httpx.get(f"{url}/metered/200").status_code == 200
+        assert httpx.get(f"{url}/metered/200").status_code == 429
+        after = httpx.get(f"{url}/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    route = {"route": "/metered/{n}", "method": "GET"}
+    for status in ("200", "429"):
+        delta = metric_value(text, "bizproxy_requests_total", **route, status=status) - (
+            metric_value(before, "bizproxy_requests_total", **route, status=status)
+        )
+        assert delta == 1
+    attempts = metric_value(text, "bizproxy_upstream_attempts_total", upstream="metered_app")
+    assert attempts == 1
+    assert metric_value(text, "bizproxy_throttled_total", tag="metered") >= 1
+    assert metric_value(text, "bizproxy_config_info", version=served.table.version[:12]) == 1
+    assert metric_value(text, "bizproxy_request_duration_seconds_count", route="/metered/{n}") >= 2
+
+
+async def test_operations_access_log_has_one_line_per_request_without_query(
+    upstream_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The access log says route, upstream, status, duration and request id; no query."""
+    import logging
+
+    from tests.support.gateway import gateway_in_this_loop
+
+    (tmp_path / "pay.schema.json").write_text(json.dumps(PAY_SCHEMA))
+    caplog.set_level(logging.INFO, logger="bizproxy.access")
+    config = CONFIG.format(upstream=upstream_url)
+    async with gateway_in_this_loop(config, tmp_path, APP_TOKEN="t") as (url, _):
+        async with httpx.AsyncClient() as client:
+            await client.get(f"{url}/orders/7?secret=hunter2", headers={"X-Request-ID": "r-1"})
+    [record] = [r for r in caplog.records if r.name == "bizproxy.access"]
+    assert record.fields == {  # type: ignore[attr-defined]
+        "route": "/orders/{order_id}",
+        "method": "GET",
+        "upstream": "app",
+        "status": 200,
+        "duration_ms": record.fields["duration_ms"],  # type: ignore[attr-defined]
+        "request_id": "r-1",
+    }
+    assert "hunter2" not in record.getMessage()
+    assert record.getMessage().startswith("GET /orders/{order_id} -> app 200 ")
