@@ -35,10 +35,9 @@ logger = logging.getLogger("bizproxy")
 access_logger = logging.getLogger("bizproxy.access")
 
 RESERVED_PREFIX = "/-/"
-FRAMEWORK_PATHS = frozenset(
-    {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/metrics"}
-)
-"""Served by the gateway itself unless a route claims the same path."""
+DOCUMENT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+"""The live OpenAPI document and its viewers, unless a route claims the same path
+(as /metrics, which is otherwise the Prometheus endpoint)."""
 
 Handler = Callable[[RouteTable, CompiledRoute, dict[str, str], Any, Any, Any], Awaitable[None]]
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -59,25 +58,40 @@ class WatchSettings:
     force_polling: bool = False
 
 
-@dataclass(frozen=True, eq=False)
 class ServedTable:
-    """A table with what serving it needs, built beside it: swapped in as one reference."""
+    """A table with what serving it needs beside it: swapped in as one reference.
 
-    table: RouteTable
-    app: FastAPI
-    route_metrics: tuple[RouteMetrics, ...]
+    The FastAPI app of the table's routes (for /docs and /openapi.json) and each route's
+    metric children are built on first use: a reload of 1,000 routes need not pay for
+    them, nor hold them in memory, before anyone asks.
+    """
 
+    __slots__ = ("_app", "route_metrics", "table")
 
-def _served(gateway: Gateway, table: RouteTable) -> ServedTable:
-    metrics = tuple(RouteMetrics(route.path) for route in table.routes)
-    return ServedTable(table, gateway._build_app(table), metrics)
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+        self.route_metrics: list[RouteMetrics | None] = [None] * len(table.routes)
+        self._app: FastAPI | None = None
+
+    @property
+    def app(self) -> FastAPI:
+        if self._app is None:
+            self._app = build_routes_app(self.table)
+        return self._app
+
+    def metrics_for(self, route: CompiledRoute) -> RouteMetrics:
+        metrics = self.route_metrics[route.index]
+        if metrics is None:
+            metrics = self.route_metrics[route.index] = RouteMetrics(route.path)
+        return metrics
 
 
 class Gateway:
     """Serves one route table at a time; `swap` replaces it while requests keep flowing."""
 
     def __init__(self, table: RouteTable, *, reload: ReloadCallback | None = None) -> None:
-        self._served = _served(self, table)
+        self._served = ServedTable(table)
+        self._operations = self._build_operations_app()
         record_config_version(table.version)
         self._reload = reload
         self._retiring: set[asyncio.Task[None]] = set()
@@ -107,7 +121,7 @@ class Gateway:
 
     async def swap(self, table: RouteTable) -> None:
         """Serve `table` from now on; retire the old one once its requests finish."""
-        new = _served(self, table)
+        new = ServedTable(table)
         if self.started:
             await _connect_all(table)
         old, self._served = self._served, new
@@ -182,19 +196,21 @@ class Gateway:
             return
         served = self._served
         if scope["type"] != "http":
-            await served.app(scope, receive, send)
+            await self._operations(scope, receive, send)
             return
         table = served.table
         path: str = scope["path"]
         if path.startswith(RESERVED_PREFIX):
-            await served.app(scope, receive, send)
+            await self._operations(scope, receive, send)
             return
         raw_path = scope.get("raw_path")
         match = table.router.match(
             scope["method"], raw_path.decode("latin-1") if raw_path else path
         )
         if match is None or match.route is None:
-            if path in FRAMEWORK_PATHS:
+            if path == "/metrics":
+                await self._operations(scope, receive, send)
+            elif path in DOCUMENT_PATHS:
                 await served.app(scope, receive, send)
             else:
                 await _no_route(scope, send, match.allowed if match else None)
@@ -209,7 +225,7 @@ class Gateway:
         finally:
             table.usage.leave()
         elapsed = time.perf_counter() - started
-        served.route_metrics[route.index].observe(scope["method"], status, elapsed)
+        served.metrics_for(route).observe(scope["method"], status, elapsed)
         if access_logger.isEnabledFor(logging.INFO):
             _log_access(route, scope, status, elapsed)
 
@@ -228,34 +244,19 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    # -- the per-table FastAPI app ---------------------------------------------------------
+    # -- the operational endpoints -----------------------------------------------------
 
-    def _build_app(self, table: RouteTable) -> FastAPI:
-        app = FastAPI(
-            title="bizproxy",
-            version=table.version[:12],
-            description="Routes served from routes.yaml by bizproxy.",
-        )
-        for route in table.routes:
-            app.add_api_route(
-                route.path,
-                _framework_endpoint(table, route),
-                methods=sorted(route.methods),
-                name=f"route {route.index}: {' '.join(sorted(route.methods))} {route.path}",
-                summary=_summary(route),
-                openapi_extra=_openapi_extra(route),
-                include_in_schema=True,
-            )
-        self._add_operational_endpoints(app, table)
-        return app
+    def _build_operations_app(self) -> FastAPI:
+        """Liveness, readiness, the table, metrics, reload: each reads the current table."""
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-    def _add_operational_endpoints(self, app: FastAPI, table: RouteTable) -> None:
         @app.get("/-/live", include_in_schema=False)
         async def live() -> dict[str, str]:
             return {"status": "live"}
 
         @app.get("/-/ready", include_in_schema=False)
         async def ready() -> Response:
+            table = self.table
             waiting = sorted(n for n, p in table.proxies.items() if not p.is_connected)
             if waiting:
                 return JSONResponse({"status": "not ready", "waiting_for": waiting}, 503)
@@ -263,7 +264,7 @@ class Gateway:
 
         @app.get("/-/table", include_in_schema=False)
         async def current_table() -> dict[str, Any]:
-            status = self.reload_status
+            table, status = self.table, self.reload_status
             return {
                 **table.description,
                 "version": table.version,
@@ -278,13 +279,13 @@ class Gateway:
         @app.get("/metrics", include_in_schema=False)
         @app.get("/-/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            observe_table(table)
+            observe_table(self.table)
             body, content_type = render_metrics()
             return Response(body, media_type=content_type)
 
         @app.post("/-/reload", include_in_schema=False)
         async def reload(request: Request) -> Response:
-            token = table.server.admin_token
+            token = self.table.server.admin_token
             if not token or self._reload is None:
                 return JSONResponse(
                     {"error": {"type": "NotFound", "message": "reload over HTTP is off"}}, 404
@@ -295,6 +296,8 @@ class Gateway:
                 )
             result = await self._reload()
             return JSONResponse(dict(result), 200 if result.get("ok") else 422)
+
+        return app
 
     def record_reload(self, *, ok: bool, errors: list[str]) -> None:
         self.reload_status.attempted_at = time.time()
@@ -322,6 +325,30 @@ def _log_access(route: CompiledRoute, scope: Scope, status: int, elapsed: float)
         elapsed * 1000,
         extra={"fields": fields},
     )
+
+
+def build_routes_app(table: RouteTable) -> FastAPI:
+    """A FastAPI app with one endpoint per route: the live OpenAPI document of the table.
+
+    The gateway routes requests itself; should one reach this app, its endpoint hands
+    the call to the same forward or deliver handler.
+    """
+    app = FastAPI(
+        title="bizproxy",
+        version=table.version[:12],
+        description="Routes served from routes.yaml by bizproxy.",
+    )
+    for route in table.routes:
+        app.add_api_route(
+            route.path,
+            _framework_endpoint(table, route),
+            methods=sorted(route.methods),
+            name=f"route {route.index}: {' '.join(sorted(route.methods))} {route.path}",
+            summary=_summary(route),
+            openapi_extra=_openapi_extra(route),
+            include_in_schema=True,
+        )
+    return app
 
 
 async def _connect_all(table: RouteTable) -> None:
