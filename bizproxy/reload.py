@@ -74,7 +74,11 @@ class Reloader:
             logger.debug("config %s unchanged (%s); nothing to reload", self.path, reason)
             return {"ok": True, "changed": False, "version": loaded.content_hash}
 
-        table = compile_table(loaded, store=self.store, previous=gateway.table)
+        # Built off the event loop too: 1,000 routes take tens of milliseconds to compile,
+        # which requests in flight should not wait for.
+        table = await asyncio.to_thread(
+            compile_table, loaded, store=self.store, previous=gateway.table
+        )
         summary = summarize(self.loaded.model, loaded.model)
         await gateway.swap(table)
         self.loaded = loaded
