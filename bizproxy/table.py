@@ -206,9 +206,12 @@ def build_retry_policy(
             decide=plugins[policy.plugin],
             attempts=policy.attempts,
             backoff=backoff,
+            methods=frozenset(policy.methods),
             per_try_timeout_seconds=policy.per_try_timeout,
+            deadline_seconds=policy.deadline,
             respect_retry_after=policy.respect_retry_after,
             budget_ratio=policy.budget,
+            retry_non_idempotent=policy.retry_non_idempotent,
         )
     return RetryPolicy(
         attempts=policy.attempts,
@@ -216,6 +219,7 @@ def build_retry_policy(
         retry_on=tuple(policy.retry_on),
         methods=frozenset(policy.methods),
         per_try_timeout_seconds=policy.per_try_timeout,
+        deadline_seconds=policy.deadline,
         respect_retry_after=policy.respect_retry_after,
         budget_ratio=policy.budget,
         retry_non_idempotent=policy.retry_non_idempotent,
