@@ -117,7 +117,7 @@ class Gateway:
         self.started = True
 
     async def stop(self) -> None:
-        """Close every upstream pool, after retiring tables have drained."""
+        """Close every upstream pool once retiring tables drained, then the throttle store."""
         self.started = False
         for task in list(self._retiring):
             task.cancel()
@@ -125,6 +125,7 @@ class Gateway:
                 await task
         for proxy in self.table.proxies.values():
             await proxy.disconnect()
+        await self.table.throttle.store.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
