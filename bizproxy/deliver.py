@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from bizproxy.admission import admit_body
-from bizproxy.errors import BusinessProxyException
+from bizproxy.errors import BusinessProxyException, Throttled
+from bizproxy.forward import throttle_headers
 from bizproxy.inbound import (
     CLIENT_CLOSED,
     BadRequest,
@@ -17,6 +18,7 @@ from bizproxy.inbound import (
     answer_exception,
     send_error,
     send_json,
+    throttle_client_key,
 )
 from bizproxy.table import CompiledRoute, DeliverTarget, RouteTable
 
@@ -49,6 +51,14 @@ async def deliver(
             upstream=target.upstream,
             details=error.details,
         )
+    except Throttled as error:
+        return await answer_exception(
+            send,
+            error,
+            request_id=request.request_id,
+            route=route.path,
+            headers=throttle_headers(table, error),
+        )
     except BusinessProxyException as error:
         return await answer_exception(send, error, request_id=request.request_id, route=route.path)
     except ClientDisconnected:
@@ -66,7 +76,8 @@ async def _deliver(
 ) -> int:
     body = await admit_body(route, request, receive, table.server.max_body_bytes, require_json=True)
     if table.throttle is not None:
-        await table.throttle.admit(route.tag, request.peer)
+        client_key = throttle_client_key(request, route.throttle_per, table.server.trusted_proxies)
+        await table.throttle.admit(route.tag, client_key)
 
     # A sender retrying a message we already hold is told "accepted" so it stops retrying.
     ids = route.delivered_ids if body.message_id is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -28,18 +29,20 @@ from bizproxy.inbound import (
     Receive,
     Send,
     answer_exception,
-    client_address,
     connection_named,
     is_hop_by_hop,
     is_trusted,
     read_or_stream_body,
     send_error,
+    throttle_client_key,
 )
-from bizproxy.proxy import HTTPXFastAPIProxy, UpstreamResponse
+from bizproxy.proxy import IDEMPOTENCY_HEADER, HTTPXFastAPIProxy, UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
 from bizproxy.templates import Renderable, RestOfPath
 
 logger = logging.getLogger("bizproxy.forward")
+
+IDEMPOTENCY_KEY_HEADER = IDEMPOTENCY_HEADER.lower()
 
 
 def path_context(route: CompiledRoute, params: dict[str, str]) -> dict[str, str]:
@@ -95,6 +98,8 @@ def upstream_headers(
     skip = {
         "host",
         "content-length",
+        # request() sets it again from the idempotency key, once.
+        IDEMPOTENCY_KEY_HEADER,
         REQUEST_ID_HEADER,
         "x-forwarded-for",
         "x-forwarded-proto",
@@ -138,6 +143,24 @@ def rendered_headers(
             )
         rendered.append((name, value))
     return rendered
+
+
+def split_idempotency_key(
+    request: InboundRequest, rendered: list[tuple[str, str]]
+) -> tuple[list[tuple[str, str]], str | None]:
+    """Take the idempotency key out of the headers: a rendered one, else the client's.
+
+    `request()` sends it as one Idempotency-Key header, and with it may repeat a
+    non-idempotent request whose retry policy opts in.
+    """
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if not any(name.lower() == IDEMPOTENCY_KEY_HEADER for name, _ in rendered):
+        return rendered, key or None
+    for name, value in rendered:
+        if name.lower() == IDEMPOTENCY_KEY_HEADER:
+            key = value
+    kept = [(name, value) for name, value in rendered if name.lower() != IDEMPOTENCY_KEY_HEADER]
+    return kept, key or None
 
 
 def upstream_path(
@@ -186,7 +209,8 @@ def throttle_headers(table: RouteTable, error: Throttled) -> list[tuple[bytes, b
     budget = table.throttle.budgets.get(error.tag or "")
     if budget is None:
         return []
-    reset = max(1, round(error.retry_after or 1))
+    # Rounded up like Retry-After, which must not point before the end of this window.
+    reset = max(1, math.ceil(error.retry_after or 1))
     tag = budget.tag
     return [
         (b"ratelimit-policy", budget.policy_header.encode()),
@@ -295,7 +319,8 @@ async def _forward(
     )
     if target.body_template is not None and context is not None:
         content = render(target.body_template, context, "the upstream body").encode()
-    headers = upstream_headers(request, table, rendered_headers(target, context))
+    rendered, idempotency_key = split_idempotency_key(request, rendered_headers(target, context))
+    headers = upstream_headers(request, table, rendered)
     if isinstance(content, AsyncIterator) and declared is not None:
         headers.append(("content-length", str(declared)))
 
@@ -309,9 +334,12 @@ async def _forward(
             headers=headers,
             content=content,
             tag=route.tag,
-            client_key=client_address(request, table.server.trusted_proxies),
+            client_key=throttle_client_key(
+                request, route.throttle_per, table.server.trusted_proxies
+            ),
             timeout_seconds=target.timeout_seconds,
             retry_policy=target.retry_policy,
+            idempotency_key=idempotency_key,
         )
         async with response:
             await send(

@@ -164,7 +164,8 @@ class Gateway:
             )
 
     async def stop(self) -> None:
-        """Stop watching, stop retiring old tables, and close every upstream pool."""
+        """Stop watching, stop retiring old tables, close every upstream pool, then the
+        throttle store."""
         self.started = False
         if self._watcher is not None:
             self._stop_watching.set()
@@ -180,6 +181,7 @@ class Gateway:
         for proxy in {id(p): p for p in [*retired, *self.table.proxies.values()]}.values():
             await proxy.disconnect()
         self._retired_tables.clear()
+        await self.table.throttle.store.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

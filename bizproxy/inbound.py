@@ -177,9 +177,15 @@ async def read_or_stream_body(
             raise body_too_large(limit)
         held.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(held)
+            whole = b"".join(held)
+            # Arriving in one piece does not make a large body retryable.
+            return whole if size <= hold_limit else _only(whole)
         if size > hold_limit:
             return _stream_rest(held, size, receive, limit)
+
+
+async def _only(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 async def _stream_rest(
@@ -235,6 +241,21 @@ def client_address(request: InboundRequest, trusted: tuple[Any, ...]) -> str | N
         if not is_trusted(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def throttle_client_key(
+    request: InboundRequest, per: str | None, trusted: tuple[Any, ...]
+) -> str | None:
+    """Who the request counts against in a per-client budget; None for the tag's one bucket.
+
+    `per: client` is the client's address (X-Forwarded-For believed from trusted proxies);
+    `per: header:NAME` is that header's value, and requests without it share one bucket.
+    """
+    if per is None:
+        return None
+    if per == "client":
+        return client_address(request, trusted)
+    return request.headers.get(per.removeprefix("header:").lower())
 
 
 def retry_after_header(seconds: float | None) -> list[tuple[bytes, bytes]]:

@@ -160,6 +160,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, moment.timestamp() - wall_now)
 
 
+def overall_deadline(*limits_seconds: float | None) -> float | None:
+    """The monotonic moment the smallest of the given limits runs out, or None for none."""
+    given = [limit for limit in limits_seconds if limit is not None]
+    return time.monotonic() + min(given) if given else None
+
+
 class UpstreamResponse:
     """An upstream's answer, still streaming; close it (or use `async with`) when done."""
 
@@ -406,6 +412,8 @@ class HTTPXFastAPIProxy:
         `path` must already be percent-encoded, and `query` is the raw, encoded query
         string, passed on byte for byte. A body given as bytes may be retried; a
         streamed body is sent at most once.
+        The overall deadline, every attempt and wait included, is the smaller of
+        `timeout_seconds` and the retry policy's own deadline.
         Ends on an answer (returned, even a 5xx once retries are spent), or raises.
         """
         method = method.upper()
@@ -414,7 +422,7 @@ class HTTPXFastAPIProxy:
         if self.throttle is not None:
             await self.throttle.admit(tag, client_key)
         policy = retry_policy or self.retry_policy
-        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        deadline = overall_deadline(timeout_seconds, policy.deadline_seconds)
         header_list = list(headers.items() if isinstance(headers, Mapping) else headers or [])
         if idempotency_key is not None:
             header_list.append((IDEMPOTENCY_HEADER, idempotency_key))
@@ -462,8 +470,7 @@ class HTTPXFastAPIProxy:
         previous_delay: float | None = None
         while True:
             attempt += 1
-            if self.breaker is not None:
-                self.breaker.before_request()
+            probe = self.breaker is not None and self.breaker.before_request()
             error: BusinessProxyException
             response: httpx.Response | None = None
             self.metrics.attempt(retry=attempt > 1)
@@ -474,6 +481,11 @@ class HTTPXFastAPIProxy:
             except ConnectionFailure as failure:
                 error = failure
                 self.metrics.error(failure.kind)
+            except BaseException:
+                # Cancelled, or failed in a way that says nothing about the upstream.
+                if probe and self.breaker is not None:
+                    self.breaker.release_probe()
+                raise
             else:
                 if response.status_code < 400:
                     self._record_outcome(success=True)

@@ -18,6 +18,7 @@ import jsonschema
 from bizproxy.config import LoadedConfig
 from bizproxy.config.models import (
     PluginBudgetConfig,
+    RateBudgetConfig,
     RetryPolicyConfig,
     RouteConfig,
     RoutesConfig,
@@ -83,6 +84,8 @@ class CompiledRoute:
     body_validator: Any = None
     needs_body: bool = False
     """True when templates, verification or schema read the body, so it is read whole."""
+    throttle_per: str | None = None
+    """How the tag's budget tells clients apart: None, 'client' or 'header:NAME'."""
 
     @property
     def kind(self) -> Literal["forward", "deliver"]:
@@ -164,7 +167,7 @@ def compile_table(
     proxies = build_proxies(config, policies, throttle, previous)
 
     routes = tuple(
-        compile_route(index, route, policies, loaded.schemas)
+        compile_route(index, route, policies, loaded.schemas, budget_split(config, route.tag))
         for index, route in enumerate(config.routes)
     )
     router: Router[CompiledRoute] = Router()
@@ -211,9 +214,12 @@ def build_retry_policy(
             decide=plugins[policy.plugin],
             attempts=policy.attempts,
             backoff=backoff,
+            methods=frozenset(policy.methods),
             per_try_timeout_seconds=policy.per_try_timeout,
+            deadline_seconds=policy.deadline,
             respect_retry_after=policy.respect_retry_after,
             budget_ratio=policy.budget,
+            retry_non_idempotent=policy.retry_non_idempotent,
         )
     return RetryPolicy(
         attempts=policy.attempts,
@@ -221,6 +227,7 @@ def build_retry_policy(
         retry_on=tuple(policy.retry_on),
         methods=frozenset(policy.methods),
         per_try_timeout_seconds=policy.per_try_timeout,
+        deadline_seconds=policy.deadline,
         respect_retry_after=policy.respect_retry_after,
         budget_ratio=policy.budget,
         retry_non_idempotent=policy.retry_non_idempotent,
@@ -245,6 +252,12 @@ def build_throttle(
             per=budget.per,
         )
     return BudgetThrottle(budgets, store, plugin_throttles)
+
+
+def budget_split(config: RoutesConfig, tag: str | None) -> str | None:
+    """The `per` of the tag's rate budget: how it splits among clients, if at all."""
+    budget = config.throttles.get(tag) if tag is not None else None
+    return budget.per if isinstance(budget, RateBudgetConfig) else None
 
 
 def build_proxies(
@@ -313,6 +326,7 @@ def compile_route(
     route: RouteConfig,
     policies: Mapping[str, RetryDecider],
     schemas: Mapping[Path, Any],
+    throttle_per: str | None = None,
 ) -> CompiledRoute:
     target: ForwardTarget | DeliverTarget
     sources: list[str] = []
@@ -348,6 +362,7 @@ def compile_route(
         body_schema=schema,
         body_validator=validator,
         needs_body=reads_body or verifier is not None or validator is not None,
+        throttle_per=throttle_per,
     )
 
 

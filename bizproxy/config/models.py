@@ -167,7 +167,9 @@ class RetryPolicyConfig(_Model):
     retry_on: tuple[RetryCondition, ...] = DEFAULT_RETRY_ON
     methods: tuple[Method, ...] = IDEMPOTENT_METHODS
     per_try_timeout: Duration | None = None
-    deadline: Duration | None = Field(None, description="overall limit over every attempt")
+    deadline: Duration | None = Field(
+        None, description="overall limit over every attempt; a smaller route timeout wins"
+    )
     respect_retry_after: StrictBool = True
     budget: Fraction | None = Field(0.2, description="retries at most this share of requests")
     retry_non_idempotent: StrictBool = Field(
@@ -363,7 +365,9 @@ class ForwardConfig(_Model):
     query: Mapping[str, str] = Field({}, description="templated query parameters to add")
     headers: Mapping[HeaderName, HeaderValue] = Field({}, repr=False)
     body: str | None = Field(None, description="a templated JSON body replacing the inbound one")
-    timeout: Duration | None = Field(None, description="the read timeout for this route")
+    timeout: Duration | None = Field(
+        None, description="the overall limit for this route, every retry included"
+    )
     retry: Name | None = Field(None, description="overrides the upstream's retry policy")
 
 

@@ -45,14 +45,14 @@ class CircuitBreaker:
             return "half-open"
         return "open"
 
-    def before_request(self) -> None:
-        """Raise CircuitOpen unless a request may go to the upstream now."""
+    def before_request(self) -> bool:
+        """Raise CircuitOpen unless a request may go to the upstream now; True for a probe."""
         state = self.state
         if state == "closed":
-            return
+            return False
         if state == "half-open" and not self._probe_in_flight:
             self._probe_in_flight = True
-            return
+            return True
         opened_at = self._opened_at if self._opened_at is not None else self._clock()
         retry_after = max(0.0, self.cooldown_seconds - (self._clock() - opened_at))
         raise CircuitOpen(
@@ -61,6 +61,10 @@ class CircuitBreaker:
             upstream=self.upstream,
             retry_after=retry_after if state == "open" else self.cooldown_seconds,
         )
+
+    def release_probe(self) -> None:
+        """Forget a probe that ended without an outcome (cancelled), so another may go."""
+        self._probe_in_flight = False
 
     def record_success(self) -> None:
         self._consecutive_failures = 0

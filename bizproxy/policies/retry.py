@@ -82,6 +82,9 @@ class RetryDecider(Protocol):
     def per_try_timeout_seconds(self) -> float | None: ...
 
     @property
+    def deadline_seconds(self) -> float | None: ...
+
+    @property
     def respect_retry_after(self) -> bool: ...
 
     @property
@@ -90,6 +93,21 @@ class RetryDecider(Protocol):
     async def should_retry(self, failure: AttemptFailure) -> bool: ...
 
     def backoff_seconds(self, retry_number: int, previous_seconds: float | None) -> float: ...
+
+
+def is_safe_to_repeat(
+    failure: AttemptFailure, methods: frozenset[str], retry_non_idempotent: bool
+) -> bool:
+    """A retry is safe when nothing was sent, or when repeating the request is harmless.
+
+    Once a request may have reached the upstream, only `methods` are repeated, and any
+    other method only with `retry_non_idempotent` and an idempotency key on the request.
+    """
+    if not failure.reached_upstream:
+        return True
+    if failure.method.upper() in methods:
+        return True
+    return retry_non_idempotent and failure.has_idempotency_key
 
 
 def _status_matcher(retry_on: Iterable[str | int]) -> tuple[frozenset[str], frozenset[int]]:
@@ -117,6 +135,8 @@ class RetryPolicy:
     retry_on: tuple[str | int, ...] = DEFAULT_RETRY_ON
     methods: frozenset[str] = IDEMPOTENT_METHODS
     per_try_timeout_seconds: float | None = None
+    deadline_seconds: float | None = None
+    """The overall limit over every attempt and wait; a route's own timeout may lower it."""
     respect_retry_after: bool = True
     budget_ratio: float | None = 0.2
     retry_non_idempotent: bool = False
@@ -141,11 +161,7 @@ class RetryPolicy:
 
     def is_safe(self, failure: AttemptFailure) -> bool:
         """A retry is safe when nothing was sent, or when repeating the request is harmless."""
-        if not failure.reached_upstream:
-            return True
-        if failure.method.upper() in self.methods:
-            return True
-        return self.retry_non_idempotent and failure.has_idempotency_key
+        return is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent)
 
     async def should_retry(self, failure: AttemptFailure) -> bool:
         if failure.attempt >= self.attempts:
@@ -164,16 +180,20 @@ NO_RETRY = RetryPolicy(attempts=1, budget_ratio=None)
 class PluginRetryPolicy:
     """A retry policy that asks a Python callable `(exception, attempt) -> bool`.
 
-    The callable decides which failures to retry; attempts stay bounded and the wait
-    follows `backoff`, so a plug-in cannot retry forever or without pause.
+    The callable decides which failures to retry; attempts stay bounded, the wait follows
+    `backoff`, and the idempotency rules hold as for a declared policy: a plug-in cannot
+    retry forever, without pause, or repeat a POST that may have reached the upstream.
     """
 
     decide: RetryPluginCallable
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
+    methods: frozenset[str] = IDEMPOTENT_METHODS
     per_try_timeout_seconds: float | None = None
+    deadline_seconds: float | None = None
     respect_retry_after: bool = True
     budget_ratio: float | None = 0.2
+    retry_non_idempotent: bool = False
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     @property
@@ -182,6 +202,8 @@ class PluginRetryPolicy:
 
     async def should_retry(self, failure: AttemptFailure) -> bool:
         if failure.attempt >= self.attempts:
+            return False
+        if not is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent):
             return False
         verdict = self.decide(failure.error, failure.attempt)
         if inspect.isawaitable(verdict):
@@ -203,19 +225,27 @@ def as_retry_policy(policy: RetryDecider | RetryPluginCallable | None) -> RetryD
     raise TypeError(f"expected a retry policy or a callable (exception, attempt), got {policy!r}")
 
 
+RETRY_BUDGET_WINDOW_SECONDS = 10.0
+"""How far back a retry budget counts requests and retries."""
+
+RETRY_BUDGET_FLOOR = 3
+"""Retries allowed per window whatever the share, so a quiet upstream can still retry."""
+
+
 class RetryBudget:
     """Retries may be at most `ratio` of the requests seen in the last `window_seconds`.
 
     A floor of `min_retries` per window lets a quiet upstream still retry. Under a total
-    outage this caps attempts at about (1 + ratio) times the requests received.
+    outage, with N requests in a window, the attempts sent are at most
+    N + ratio * N + min_retries, however many clients send them.
     """
 
     def __init__(
         self,
         ratio: float,
         *,
-        window_seconds: float = 10.0,
-        min_retries: int = 3,
+        window_seconds: float = RETRY_BUDGET_WINDOW_SECONDS,
+        min_retries: int = RETRY_BUDGET_FLOOR,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ratio = ratio

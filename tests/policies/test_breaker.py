@@ -45,3 +45,23 @@ def test_breaker_success_resets_the_failure_count() -> None:
     breaker.record_success()
     breaker.record_failure()
     assert breaker.state == "closed"
+
+
+def test_breaker_abandoned_probe_frees_the_next() -> None:
+    """A probe released without an outcome lets the next request probe instead."""
+    now = [0.0]
+    breaker = CircuitBreaker(1, 5.0, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 5.0
+
+    assert breaker.before_request() is True
+    breaker.release_probe()
+
+    assert breaker.before_request() is True
+    with pytest.raises(CircuitOpen):
+        breaker.before_request()
+
+
+def test_breaker_closed_requests_are_not_probes() -> None:
+    """While closed, before_request admits and says the request is no probe."""
+    assert CircuitBreaker(2, 5.0).before_request() is False

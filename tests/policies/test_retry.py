@@ -125,3 +125,42 @@ def test_retry_budget_forgets_old_requests() -> None:
         budget.record_request()
     now[0] += 11
     assert not budget.try_spend_retry()
+
+
+async def test_plugin_retry_policy_keeps_the_idempotency_rules() -> None:
+    """A plug-in is not asked about a POST that reached the upstream without opt-in and key."""
+    asked: list[int] = []
+
+    def always(error: BaseException, attempt: int) -> bool:
+        asked.append(attempt)
+        return True
+
+    sent = UpstreamError("503", status=503)
+    never_sent = ConnectionFailure("x", kind="connect-error", reached_upstream=False)
+    plain = PluginRetryPolicy(decide=always)
+    opted_in = PluginRetryPolicy(decide=always, retry_non_idempotent=True)
+
+    assert not await plain.should_retry(failure(sent, method="POST", key=True))
+    assert not await opted_in.should_retry(failure(sent, method="POST", key=False))
+    assert asked == []
+    assert await opted_in.should_retry(failure(sent, method="POST", key=True))
+    assert await plain.should_retry(failure(never_sent, method="POST"))
+    assert asked == [1, 1]
+
+
+def test_retry_budget_under_outage_stays_within_share_plus_floor() -> None:
+    """Every request failing and asking for 2 retries: attempts <= (1 + ratio) x N + floor."""
+    now = [100.0]
+    budget = RetryBudget(0.2, clock=lambda: now[0])
+    attempts = 0
+    for _ in range(500):
+        budget.record_request()
+        attempts += 1
+        for _ in range(2):
+            if not budget.try_spend_retry():
+                break
+            attempts += 1
+        now[0] += 0.01
+
+    assert attempts <= 1.2 * 500 + budget.min_retries
+    assert attempts >= 1.2 * 500
