@@ -6,17 +6,11 @@ import logging
 from typing import Any
 
 from bizproxy.admission import admit_body
-from bizproxy.errors import BusinessProxyException, Throttled
-from bizproxy.forward import throttle_headers
 from bizproxy.inbound import (
-    CLIENT_CLOSED,
-    BadRequest,
-    ClientDisconnected,
     InboundRequest,
     Receive,
     Send,
-    answer_exception,
-    send_error,
+    answer_failures,
     send_json,
     throttle_client_key,
 )
@@ -38,32 +32,14 @@ async def deliver(
     target = route.target
     if not isinstance(target, DeliverTarget):
         raise TypeError(f"route {route.path} is not a deliver route")
-    try:
-        return await _deliver(table, route, target, request, receive, send)
-    except BadRequest as error:
-        return await send_error(
-            send,
-            error.status,
-            error.error_type,
-            error.message,
-            request_id=request.request_id,
-            route=route.path,
-            upstream=target.upstream,
-            details=error.details,
-        )
-    except Throttled as error:
-        return await answer_exception(
-            send,
-            error,
-            request_id=request.request_id,
-            route=route.path,
-            headers=throttle_headers(table, error),
-        )
-    except BusinessProxyException as error:
-        return await answer_exception(send, error, request_id=request.request_id, route=route.path)
-    except ClientDisconnected:
-        logger.debug("client went away while delivering to %s", route.path)
-        return CLIENT_CLOSED
+    return await answer_failures(
+        _deliver(table, route, target, request, receive, send),
+        send,
+        request_id=request.request_id,
+        route=route.path,
+        upstream=target.upstream,
+        budgets=table.throttle.budgets,
+    )
 
 
 async def _deliver(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -18,22 +17,19 @@ from urllib.parse import parse_qsl, quote
 import jinja2
 
 from bizproxy.admission import admit_body
-from bizproxy.errors import BusinessProxyException, Throttled
 from bizproxy.inbound import (
     CLIENT_CLOSED,
     HOP_BY_HOP,
     REQUEST_ID_HEADER,
     BadRequest,
-    ClientDisconnected,
     InboundRequest,
     Receive,
     Send,
-    answer_exception,
+    answer_failures,
     connection_named,
     is_hop_by_hop,
     is_trusted,
     read_or_stream_body,
-    send_error,
     throttle_client_key,
 )
 from bizproxy.proxy import IDEMPOTENCY_HEADER, HTTPXFastAPIProxy, UpstreamResponse
@@ -205,19 +201,6 @@ def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[
     return headers
 
 
-def throttle_headers(table: RouteTable, error: Throttled) -> list[tuple[bytes, bytes]]:
-    budget = table.throttle.budgets.get(error.tag or "")
-    if budget is None:
-        return []
-    # Rounded up like Retry-After, which must not point before the end of this window.
-    reset = max(1, math.ceil(error.retry_after or 1))
-    tag = budget.tag
-    return [
-        (b"ratelimit-policy", budget.policy_header.encode()),
-        (b"ratelimit", f'"{tag}";r=0;t={reset}'.encode()),
-    ]
-
-
 class DisconnectWatch:
     """Cancels the request's task when the client goes away, so the upstream call stops too."""
 
@@ -253,34 +236,17 @@ async def forward(
     """Serve one request on a forward route."""
     request = InboundRequest(scope)
     target = route.target
-    assert isinstance(target, ForwardTarget)
+    if not isinstance(target, ForwardTarget):
+        raise TypeError(f"route {route.path} is not a forward route")
     proxy = table.proxies[target.upstream]
-    try:
-        return await _forward(table, route, target, proxy, request, params, receive, send)
-    except BadRequest as error:
-        return await send_error(
-            send,
-            error.status,
-            error.error_type,
-            error.message,
-            request_id=request.request_id,
-            route=route.path,
-            upstream=target.upstream,
-            details=error.details,
-        )
-    except Throttled as error:
-        return await answer_exception(
-            send,
-            error,
-            request_id=request.request_id,
-            route=route.path,
-            headers=throttle_headers(table, error),
-        )
-    except BusinessProxyException as error:
-        return await answer_exception(send, error, request_id=request.request_id, route=route.path)
-    except ClientDisconnected:
-        logger.debug("client went away during %s %s", request.method, route.path)
-        return CLIENT_CLOSED
+    return await answer_failures(
+        _forward(table, route, target, proxy, request, params, receive, send),
+        send,
+        request_id=request.request_id,
+        route=route.path,
+        upstream=target.upstream,
+        budgets=table.throttle.budgets,
+    )
 
 
 async def _forward(

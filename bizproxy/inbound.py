@@ -7,9 +7,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from bizproxy.errors import (
@@ -24,11 +25,14 @@ from bizproxy.errors import (
     UpstreamTimeout,
 )
 from bizproxy.metrics import THROTTLED
+from bizproxy.policies.throttle import Budget
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("bizproxy.inbound")
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_SCOPE_KEY = "bizproxy.request_id"
@@ -140,10 +144,8 @@ def is_hop_by_hop(name: str, named: set[str]) -> bool:
     return lowered in HOP_BY_HOP or lowered.startswith("proxy-") or lowered in named
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, refused with 413 as soon as it passes `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
+async def _chunks(receive: Receive, limit: int, size: int = 0) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive, refused with 413 once past `limit` bytes."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -152,9 +154,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise body_too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        more = message.get("more_body", False)
+        if chunk or not more:
+            yield chunk
+        if not more:
+            return
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused with 413 as soon as it passes `limit` bytes."""
+    return b"".join([chunk async for chunk in _chunks(receive, limit)])
 
 
 async def read_or_stream_body(
@@ -165,47 +174,25 @@ async def read_or_stream_body(
     Either way no more than `limit` bytes are accepted: the stream raises 413 the moment
     the client sends one byte too many.
     """
+    chunks = _chunks(receive, limit)
     held: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("client disconnected while sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
+    async for chunk in chunks:
         held.append(chunk)
-        if not message.get("more_body", False):
-            whole = b"".join(held)
-            # Arriving in one piece does not make a large body retryable.
-            return whole if size <= hold_limit else _only(whole)
+        size += len(chunk)
         if size > hold_limit:
-            return _stream_rest(held, size, receive, limit)
+            return _held_then_rest(held, chunks)
+    return b"".join(held)
 
 
-async def _only(body: bytes) -> AsyncIterator[bytes]:
-    yield body
-
-
-async def _stream_rest(
-    held: list[bytes], size: int, receive: Receive, limit: int
-) -> AsyncIterator[bytes]:
+async def _held_then_rest(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # A large body is streamed (and so sent once), even when it arrived in one piece.
     for chunk in held:
         yield chunk
     held.clear()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("client disconnected while sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large(limit)
+    async for chunk in rest:
         if chunk:
             yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 def parse_networks(
@@ -256,6 +243,54 @@ def throttle_client_key(
     if per == "client":
         return client_address(request, trusted)
     return request.headers.get(per.removeprefix("header:").lower())
+
+
+def throttle_headers(budgets: Mapping[str, Budget], error: Throttled) -> list[tuple[bytes, bytes]]:
+    """The IETF RateLimit-Policy and RateLimit fields for a refused request."""
+    budget = budgets.get(error.tag or "")
+    if budget is None:
+        return []
+    # Rounded up like Retry-After, which must not point before the end of this window.
+    reset = max(1, math.ceil(error.retry_after or 1))
+    return [
+        (b"ratelimit-policy", budget.policy_header.encode()),
+        (b"ratelimit", f'"{budget.tag}";r=0;t={reset}'.encode()),
+    ]
+
+
+async def answer_failures(
+    work: Awaitable[int],
+    send: Send,
+    *,
+    request_id: str,
+    route: str,
+    upstream: str,
+    budgets: Mapping[str, Budget],
+) -> int:
+    """Run a route's work; answer what goes wrong with the error model's status and body."""
+    try:
+        return await work
+    except BadRequest as error:
+        return await send_error(
+            send,
+            error.status,
+            error.error_type,
+            error.message,
+            request_id=request_id,
+            route=route,
+            upstream=upstream,
+            details=error.details,
+        )
+    except Throttled as error:
+        headers = throttle_headers(budgets, error)
+        return await answer_exception(
+            send, error, request_id=request_id, route=route, headers=headers
+        )
+    except BusinessProxyException as error:
+        return await answer_exception(send, error, request_id=request_id, route=route)
+    except ClientDisconnected:
+        logger.debug("client went away during a request on %s", route)
+        return CLIENT_CLOSED
 
 
 def retry_after_header(seconds: float | None) -> list[tuple[bytes, bytes]]:

@@ -69,22 +69,28 @@ def gateway_from_loaded(
     return gateway
 
 
+UVICORN_OPTIONS: dict[str, Any] = {
+    "http": "httptools",
+    "loop": "uvloop",
+    "lifespan": "on",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+    # Answers pass through with the upstream's own Date; uvicorn must not add another.
+    "date_header": False,
+    # bizproxy decides itself whom to believe about X-Forwarded-For (trusted_proxies).
+    "proxy_headers": False,
+}
+
+
 def uvicorn_config(gateway: Gateway, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+    drain = int(gateway.table.server.drain_timeout_seconds) or None
     return uvicorn.Config(
         gateway,
         host=host,
         port=port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # Answers pass through with the upstream's own Date; uvicorn must not add another.
-        date_header=False,
-        # bizproxy decides itself whom to believe about X-Forwarded-For (trusted_proxies).
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(gateway.table.server.drain_timeout_seconds) or None,
+        timeout_graceful_shutdown=drain,
+        **UVICORN_OPTIONS,
         **options,
     )
 
@@ -189,13 +195,6 @@ def serve_workers(
         host=host,
         port=port,
         workers=workers,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        date_header=False,
-        proxy_headers=False,
         timeout_graceful_shutdown=int(drain) or None,
+        **UVICORN_OPTIONS,
     )
