@@ -9,6 +9,8 @@ bench/results/. See bench/README.md for the columns.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--python-load", action="store_true", help="use the built-in generator")
     parser.add_argument("--builtin-upstream", action="store_true", help="do not use nginx")
     parser.add_argument("--no-check", action="store_true", help="do not time bizproxy check")
+    parser.add_argument(
+        "--no-reload", action="store_true", help="do not measure reloads of the 1,000-route file"
+    )
     return parser
 
 
@@ -112,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no target ran; nothing to compare.")
         return 1
     print(f"\nresults: {save(results)}")
+    if not (args.no_reload or args.quick):
+        # Reload-to-serving and the throughput dip, in a run of its own (bench/reload_bench.py).
+        print("\nreloads of the 1,000-route file while serving:", flush=True)
+        command = [sys.executable, "-m", "bench.reload_bench", "--reloads", "5"]
+        subprocess.run(command, check=False, timeout=300)
     return 0
 
 
