@@ -252,6 +252,10 @@ class TargetSet:
     def breaker_of(self, target: Target) -> CircuitBreaker | None:
         return next((e.breaker for e in self.entries if e.target is target), None)
 
+    def describe(self) -> list[dict[str, object]]:
+        """Each target's live state, for the operational table endpoint."""
+        return [{**e.target.describe(), "weight": e.weight} for e in self.entries]
+
     # -- choosing ----------------------------------------------------------------------
 
     def pick(self, avoid: Target | None = None) -> Target:
