@@ -267,8 +267,13 @@ class Gateway:
         @app.get("/-/table", include_in_schema=False)
         async def current_table() -> dict[str, Any]:
             table, status = self.table, self.reload_status
+            upstreams = {
+                name: {**settings, "targets": table.proxies[name].targets.describe()}
+                for name, settings in table.description.get("upstreams", {}).items()
+            }
             return {
                 **table.description,
+                "upstreams": upstreams,
                 "version": table.version,
                 "in_flight": table.usage.in_flight,
                 "last_reload": {

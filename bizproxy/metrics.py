@@ -53,6 +53,12 @@ BREAKER_OPEN = Gauge(
     ["upstream"],
     multiprocess_mode="max",
 )
+TARGET_STATE = Gauge(
+    "bizproxy_upstream_target_state",
+    "1 for the state each target of an upstream is in (healthy, ejected, probing, unhealthy).",
+    ["upstream", "target", "state"],
+    multiprocess_mode="max",
+)
 RELOADS = Counter("bizproxy_reloads_total", "Config reloads, by result.", ["result"])
 CONFIG_INFO = Gauge(
     "bizproxy_config_info",
@@ -125,6 +131,12 @@ def observe_table(table: Any) -> None:
         breaker = getattr(proxy, "breaker", None)
         if breaker is not None:
             BREAKER_OPEN.labels(upstream=name).set(0 if breaker.state == "closed" else 1)
+        targets = getattr(proxy, "targets", None)
+        for target in targets.targets if targets is not None else ():
+            current = target.state
+            for state in ("healthy", "ejected", "probing", "unhealthy"):
+                labels = TARGET_STATE.labels(upstream=name, target=target.label, state=state)
+                labels.set(1 if state == current else 0)
     store = getattr(table.throttle, "store", None)
     outage = getattr(store, "outage", None)
     if outage is not None:

@@ -28,6 +28,7 @@ from bizproxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from bizproxy.health import HealthCheck, HealthChecker
 from bizproxy.inbox import Inbox
 from bizproxy.interface import JSON, RetryPluginCallable, ThrottlePluginCallable
 from bizproxy.metrics import UpstreamMetrics
@@ -40,6 +41,7 @@ from bizproxy.policies.retry import (
     as_retry_policy,
 )
 from bizproxy.policies.throttle import Throttle, as_throttle
+from bizproxy.targets import Target, TargetSet
 from bizproxy.transport import AiohttpTransport
 
 logger = logging.getLogger("bizproxy.proxy")
@@ -223,10 +225,11 @@ class UpstreamResponse:
 
 
 class HTTPXFastAPIProxy:
-    """The business proxy for one upstream, over one pooled `httpx.AsyncClient`.
+    """The business proxy for one upstream: one target (`base_url`) or several (`targets`).
 
     `send` posts JSON messages out under a throttle budget and a bounded retry policy;
-    `receive` yields messages the inbound side delivered with `deliver`.
+    `receive` yields messages the inbound side delivered with `deliver`. Each target has
+    its own connection pool; each attempt goes to the target `targets` picks.
     """
 
     def __init__(
@@ -245,6 +248,8 @@ class HTTPXFastAPIProxy:
         inbox_max_messages: int = 1000,
         breaker: CircuitBreaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        targets: TargetSet | None = None,
+        health: HealthCheck | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name or self.base_url
@@ -259,9 +264,12 @@ class HTTPXFastAPIProxy:
         self.breaker = breaker
         budget_ratio = self.retry_policy.budget_ratio
         self.retry_budget = RetryBudget(budget_ratio) if budget_ratio is not None else None
-        self._transport = transport
-        self._transport_in_use: httpx.AsyncBaseTransport | None = None
-        self._client: httpx.AsyncClient | None = None
+        if targets is None:
+            only = Target(self.base_url, transport=transport or self._new_transport())
+            targets = TargetSet.of(self.name, [(only, 1, breaker)])
+        self.targets = targets
+        self._health = HealthChecker(health, targets) if health is not None else None
+        self._connected = False
         # Built once: a proxy adds no User-Agent, Accept or Connection of its own, only
         # the headers the upstream's config declares.
         self._header_items = list(self.headers.items())
@@ -279,24 +287,35 @@ class HTTPXFastAPIProxy:
 
     @property
     def is_connected(self) -> bool:
-        return self._client is not None
+        return self._connected
+
+    @property
+    def health_checks_running(self) -> bool:
+        return self._health is not None and self._health.running
 
     async def connect(self) -> None:
         async with self._lifecycle:
-            if self._client is not None:
+            if self._connected:
                 return
-            self._client = self._build_client()
+            for target in self.targets.targets:
+                target.acquire()
+            self._connected = True
             await self._inbox.open()
+            if self._health is not None:
+                self._health.start()
             logger.debug("upstream %r connected to %s", self.name, self.base_url)
 
     async def disconnect(self) -> None:
         async with self._lifecycle:
-            client, self._client = self._client, None
-            self._transport_in_use = None
-            if client is None:
+            if not self._connected:
                 return
+            self._connected = False
+            if self._health is not None:
+                await self._health.stop()
             unread = await self._inbox.close()
-            await client.aclose()
+            # A target that a newer proxy adopted keeps its pool open for that proxy.
+            for target in self.targets.targets:
+                await target.release()
             if unread:
                 logger.warning(
                     "upstream %r disconnected with %d delivered messages not yet received; "
@@ -318,30 +337,19 @@ class HTTPXFastAPIProxy:
     ) -> None:
         await self.disconnect()
 
-    def _build_client(self) -> httpx.AsyncClient:
-        transport = self._transport or AiohttpTransport(
+    def _new_transport(self) -> AiohttpTransport:
+        return AiohttpTransport(
             max_connections=self.pool.max_connections,
             keepalive_expiry_seconds=self.pool.keepalive_expiry_seconds,
         )
-        self._transport_in_use = transport
-        # The client owns the transport and closes it; requests go to the transport
-        # directly (see _send_once).
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=self.timeouts.capped(None),
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-        )
 
-    def _require_transport(self, action: str) -> httpx.AsyncBaseTransport:
-        if self._client is None or self._transport_in_use is None:
+    def _require_connected(self, action: str) -> None:
+        if not self._connected:
             raise NotConnected(
                 f"{action} on upstream {self.name!r}: the proxy is not connected; "
                 "call connect() or use 'async with'",
                 upstream=self.name,
             )
-        return self._transport_in_use
 
     # -- inbound side ----------------------------------------------------------------
 
@@ -418,7 +426,7 @@ class HTTPXFastAPIProxy:
         """
         method = method.upper()
         action = f"{method} {path}"
-        transport = self._require_transport(action)
+        self._require_connected(action)
         if self.throttle is not None:
             await self.throttle.admit(tag, client_key)
         policy = retry_policy or self.retry_policy
@@ -435,7 +443,6 @@ class HTTPXFastAPIProxy:
         self.in_flight += 1
         try:
             return await self._attempt_until_done(
-                transport,
                 policy,
                 method,
                 path,
@@ -451,7 +458,6 @@ class HTTPXFastAPIProxy:
 
     async def _attempt_until_done(
         self,
-        transport: httpx.AsyncBaseTransport,
         policy: RetryDecider,
         method: str,
         path: str,
@@ -468,27 +474,29 @@ class HTTPXFastAPIProxy:
             self.retry_budget.record_request()
         attempt = 0
         previous_delay: float | None = None
+        target: Target | None = None
         while True:
             attempt += 1
-            probe = self.breaker is not None and self.breaker.before_request()
+            target = self.targets.pick(avoid=target)
+            probe = self.targets.before_request(target)
             error: BusinessProxyException
             response: httpx.Response | None = None
             self.metrics.attempt(retry=attempt > 1)
             try:
                 response = await self._send_once(
-                    transport, policy, method, path, query, headers, content, deadline, action
+                    target, policy, method, path, query, headers, content, deadline, action
                 )
             except ConnectionFailure as failure:
                 error = failure
                 self.metrics.error(failure.kind)
             except BaseException:
                 # Cancelled, or failed in a way that says nothing about the upstream.
-                if probe and self.breaker is not None:
-                    self.breaker.release_probe()
+                if probe:
+                    self.targets.release_probe(target)
                 raise
             else:
                 if response.status_code < 400:
-                    self._record_outcome(success=True)
+                    self.targets.record(target, success=True)
                     return UpstreamResponse(response, upstream=self.name, attempts=attempt)
                 error = UpstreamError(
                     f"{action}: upstream {self.name!r} answered {response.status_code}",
@@ -496,7 +504,8 @@ class HTTPXFastAPIProxy:
                     status=response.status_code,
                 )
                 self.metrics.error(f"status-{response.status_code // 100}xx")
-            self._record_outcome(success=response is not None and response.status_code < 500)
+            success = response is not None and response.status_code < 500
+            self.targets.record(target, success=success, failure=error)
 
             retry_after = None
             if response is not None and response.status_code in RETRY_AFTER_STATUSES:
@@ -557,17 +566,9 @@ class HTTPXFastAPIProxy:
             return None
         return delay
 
-    def _record_outcome(self, *, success: bool) -> None:
-        if self.breaker is None:
-            return
-        if success:
-            self.breaker.record_success()
-        else:
-            self.breaker.record_failure()
-
     async def _send_once(
         self,
-        transport: httpx.AsyncBaseTransport,
+        target: Target,
         policy: RetryDecider,
         method: str,
         path: str,
@@ -582,24 +583,13 @@ class HTTPXFastAPIProxy:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             limit = remaining if limit is None else min(limit, remaining)
-        target = f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
+        url = f"{target.url}{path}?{query}" if query else f"{target.url}{path}"
         timeout = self._default_timeout if limit is None else self.timeouts.capped(limit).as_dict()
         # The transport is called directly: AsyncClient.send adds auth, redirect and
         # cookie handling, which a proxy must not do (a cookie jar shared by every client
         # would replay one client's cookies for another), and about a third more time.
-        if isinstance(transport, AiohttpTransport):
-            sending = transport.send(
-                method, target, [*self._header_items, *headers], content, timeout
-            )
-        else:
-            request = httpx.Request(
-                method,
-                target,
-                headers=[*self._header_items, *headers],
-                content=content,
-                extensions={"timeout": timeout},
-            )
-            sending = transport.handle_async_request(request)
+        sending = target.send(method, url, [*self._header_items, *headers], content, timeout)
+        target.in_flight += 1
         try:
             if limit is None:
                 return await sending
@@ -615,3 +605,5 @@ class HTTPXFastAPIProxy:
             raise translate_httpx_error(error, upstream=self.name, action=action) from error
         except (httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError) as error:
             raise translate_httpx_error(error, upstream=self.name, action=action) from error
+        finally:
+            target.in_flight -= 1

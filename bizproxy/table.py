@@ -25,6 +25,7 @@ from bizproxy.config.models import (
     StandardWebhooksVerifyConfig,
     UpstreamConfig,
 )
+from bizproxy.health import HealthCheck
 from bizproxy.inbound import parse_networks
 from bizproxy.policies.breaker import CircuitBreaker
 from bizproxy.policies.retry import Backoff, PluginRetryPolicy, RetryDecider, RetryPolicy
@@ -33,6 +34,7 @@ from bizproxy.policies.throttle_store import ThrottleStore
 from bizproxy.proxy import HTTPXFastAPIProxy, PoolLimits, Signer, Timeouts
 from bizproxy.router import Router
 from bizproxy.signing import DeliveredIds, Verifier, build_verifier, sign_standard_webhooks
+from bizproxy.targets import OutlierPolicy, Target, TargetSet, display_url, new_target
 from bizproxy.templates import (
     Renderable,
     compile_path_template,
@@ -275,7 +277,7 @@ def build_proxies(
         if kept is not None and unchanged:
             proxies[name] = kept
             continue
-        proxies[name] = build_proxy(name, upstream, policies, throttle)
+        proxies[name] = build_proxy(name, upstream, policies, throttle, previous=kept)
     return proxies
 
 
@@ -284,18 +286,16 @@ def build_proxy(
     upstream: UpstreamConfig,
     policies: Mapping[str, RetryDecider],
     throttle: BudgetThrottle,
+    *,
+    previous: HTTPXFastAPIProxy | None = None,
 ) -> HTTPXFastAPIProxy:
     timeout = upstream.timeout
     signer = None
     if upstream.sign is not None:
         signer = standard_webhooks_signer(upstream.sign.secret.get_secret_value())
-    breaker = None
-    if upstream.breaker is not None:
-        breaker = CircuitBreaker(
-            upstream.breaker.failures, upstream.breaker.cooldown, upstream=name
-        )
+    targets = build_targets(name, upstream, previous)
     return HTTPXFastAPIProxy(
-        str(upstream.url),
+        targets.targets[0].url,
         policies[upstream.retry] if upstream.retry else None,
         throttle,
         name=name,
@@ -310,7 +310,55 @@ def build_proxy(
         send_path=upstream.send.path,
         signer=signer,
         inbox_max_messages=upstream.inbox.max_messages,
-        breaker=breaker,
+        breaker=targets.entries[0].breaker if len(targets.entries) == 1 else None,
+        targets=targets,
+        health=build_health_check(upstream),
+    )
+
+
+def build_targets(
+    name: str, upstream: UpstreamConfig, previous: HTTPXFastAPIProxy | None
+) -> TargetSet:
+    """The upstream's targets; those the previous proxy had, with the same pool, are adopted.
+
+    An adopted target keeps its connection pool and its health: the old proxy, still
+    draining, and the new one share it until the old one disconnects.
+    """
+    pool = PoolLimits(
+        upstream.pool.max_connections, upstream.pool.max_keepalive, upstream.pool.keepalive_expiry
+    )
+    adoptable = previous is not None and previous.pool == pool
+    entries: list[tuple[Target, int, CircuitBreaker | None]] = []
+    for target_config in upstream.target_list:
+        url = str(target_config.url)
+        target = previous.targets.by_url(url) if previous is not None and adoptable else None
+        if target is None:
+            target = new_target(
+                url,
+                max_connections=pool.max_connections,
+                keepalive_expiry_seconds=pool.keepalive_expiry_seconds,
+            )
+        breaker = None
+        if upstream.breaker is not None:
+            breaker = CircuitBreaker(
+                upstream.breaker.failures, upstream.breaker.cooldown, upstream=name
+            )
+        entries.append((target, target_config.weight, breaker))
+    outlier = upstream.outlier_policy
+    policy = None
+    if outlier is not None:
+        policy = OutlierPolicy(
+            outlier.failures, outlier.cooldown, outlier.max_cooldown, outlier.max_ejected
+        )
+    return TargetSet.of(name, entries, balance=upstream.balance, outlier=policy)
+
+
+def build_health_check(upstream: UpstreamConfig) -> HealthCheck | None:
+    health = upstream.health
+    if health is None:
+        return None
+    return HealthCheck(
+        health.path, health.interval, health.timeout, health.healthy, health.unhealthy
     )
 
 
@@ -420,7 +468,14 @@ def describe_table(config: RoutesConfig, routes: tuple[CompiledRoute, ...]) -> d
         ],
         "upstreams": {
             name: {
-                "url": str(upstream.url),
+                "url": str(upstream.url) if upstream.url is not None else None,
+                "targets": [
+                    {"url": display_url(str(target.url)), "weight": target.weight}
+                    for target in upstream.target_list
+                ],
+                "balance": upstream.balance,
+                "outlier": outlier.model_dump() if (outlier := upstream.outlier_policy) else None,
+                "health": upstream.health.model_dump() if upstream.health else None,
                 "timeout": upstream.timeout.model_dump(),
                 "pool": upstream.pool.model_dump(),
                 "retry": upstream.retry,

@@ -318,10 +318,70 @@ class BreakerConfig(_Model):
     cooldown: Duration = 30.0
 
 
+class TargetConfig(_Model):
+    """One server of an upstream; `weight` is its share of requests relative to the others."""
+
+    url: HttpUrl
+    weight: StrictInt = Field(1, ge=1, le=1000)
+
+
+def _target_entry(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+class _OrUrl:
+    """JSON Schema: the mapping, or the URL alone."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        url = handler.resolve_ref_schema(handler(schema))["properties"]["url"]
+        return {"anyOf": [url, handler(schema)]}
+
+
+Target = Annotated[TargetConfig, BeforeValidator(_target_entry), _OrUrl()]
+
+
+class OutlierConfig(_Model):
+    """Passive health: eject a target after `failures` failures in a row, for a cooldown."""
+
+    failures: StrictInt = Field(5, ge=1, description="connect errors, timeouts or 5xx in a row")
+    cooldown: Duration = Field(10.0, description="the first ejection's length; doubles after")
+    max_cooldown: Duration = Field(300.0, description="the longest an ejection lasts")
+    max_ejected: Fraction = Field(0.5, description="at most this share of targets is ejected")
+
+    @model_validator(mode="after")
+    def _max_not_below_cooldown(self) -> OutlierConfig:
+        if self.max_cooldown < self.cooldown:
+            raise ValueError(
+                f"max_cooldown ({units.format_duration(self.max_cooldown)}) is below cooldown "
+                f"({units.format_duration(self.cooldown)})"
+            )
+        return self
+
+
+class HealthConfig(_Model):
+    """Active health: GET `path` on each target every `interval`; 2xx within `timeout` passes."""
+
+    path: UpstreamPath = "/healthz"
+    interval: Duration = 5.0
+    timeout: Duration = 1.0
+    healthy: StrictInt = Field(2, ge=1, description="passes in a row that bring a target back")
+    unhealthy: StrictInt = Field(3, ge=1, description="failures in a row that take it out")
+
+
 class UpstreamConfig(_Model):
     """One upstream service and how to talk to it."""
 
-    url: HttpUrl
+    url: HttpUrl | None = Field(None, description="the one server; or give targets")
+    targets: tuple[Target, ...] | None = Field(
+        None, min_length=1, description="several servers, each a URL or {url, weight}"
+    )
+    balance: Literal["round-robin", "least-requests", "random"] = "round-robin"
+    outlier: OutlierConfig | None = Field(
+        None, description="passive health; on by default with targets"
+    )
+    health: HealthConfig | None = Field(None, description="active health checks")
     timeout: Timeouts = TimeoutsConfig()
     pool: PoolConfig = PoolConfig()
     retry: Name | None = Field(None, description="a name from retry_policies")
@@ -329,7 +389,28 @@ class UpstreamConfig(_Model):
     send: SendConfig = SendConfig()
     sign: SignConfig | None = None
     inbox: InboxConfig = InboxConfig()
-    breaker: BreakerConfig | None = None
+    breaker: BreakerConfig | None = Field(None, description="one per target")
+
+    @model_validator(mode="after")
+    def _url_or_targets(self) -> UpstreamConfig:
+        if (self.url is None) == (self.targets is None):
+            got = "neither" if self.url is None else "both"
+            raise ValueError(f"an upstream needs exactly one of url and targets, got {got}")
+        return self
+
+    @property
+    def target_list(self) -> tuple[TargetConfig, ...]:
+        """The servers: `targets`, or `url` as the only one."""
+        if self.targets is not None:
+            return self.targets
+        return (TargetConfig(url=str(self.url)),)
+
+    @property
+    def outlier_policy(self) -> OutlierConfig | None:
+        """The passive health settings in force: the default ones for several targets."""
+        if self.outlier is None and self.targets is not None:
+            return OutlierConfig()
+        return self.outlier
 
 
 class StandardWebhooksVerifyConfig(_Model):

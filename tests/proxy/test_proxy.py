@@ -59,12 +59,11 @@ async def test_proxy_async_with_disconnects_when_body_raises(upstream_url: str) 
 async def test_proxy_connect_and_disconnect_are_idempotent_and_concurrent(
     upstream_url: str,
 ) -> None:
-    """Concurrent connect() calls build one client; repeated disconnect() is harmless."""
+    """Concurrent connect() calls take the pool once; repeated disconnect() is harmless."""
     proxy = HTTPXFastAPIProxy(upstream_url)
     await asyncio.gather(*(proxy.connect() for _ in range(10)))
-    client = proxy._client
     await proxy.connect()
-    assert proxy._client is client
+    assert proxy.targets.targets[0].holders == 1
     await asyncio.gather(*(proxy.disconnect() for _ in range(10)))
     await proxy.disconnect()
     assert not proxy.is_connected

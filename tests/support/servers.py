@@ -13,19 +13,22 @@ from typing import Any
 import uvicorn
 
 
-def _bound_socket() -> socket.socket:
+def _bound_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
 @contextlib.contextmanager
 def serve_app(
-    app: Any, *, interface: str = "auto", lifespan: str = "off", **config: Any
+    app: Any, *, interface: str = "auto", lifespan: str = "off", port: int = 0, **config: Any
 ) -> Iterator[str]:
-    """Serve an ASGI (or WSGI, with interface='wsgi') app; yield its base URL."""
-    sock = _bound_socket()
+    """Serve an ASGI (or WSGI, with interface='wsgi') app; yield its base URL.
+
+    `port` 0 picks a free one; a given port serves again where a stopped server was.
+    """
+    sock = _bound_socket(port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", interface=interface, lifespan=lifespan, **config)

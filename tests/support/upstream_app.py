@@ -10,6 +10,7 @@
 /redirect                   answer 302 with a Location
 /gzip                       answer a gzip-encoded body, labelled as such
 /bytes?n=N                  stream N bytes in 64 KiB chunks
+/healthz                    answer `health_status` (200 unless a test changes it)
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class UpstreamApp:
     requests: list[ReceivedRequest] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     send_status: int = 200
+    health_status: int = 200
 
     def received(self, path_prefix: str) -> list[ReceivedRequest]:
         return [r for r in self.requests if r.path.startswith(path_prefix)]
@@ -117,6 +119,8 @@ class UpstreamApp:
                 ("x-kept", "yes"),
             ]
             await respond_json(send, 200, {"hop": True}, headers)
+        elif path == "/healthz":
+            await respond_json(send, self.health_status, {"status": self.health_status})
         elif path == "/bytes":
             await stream_bytes(send, int(query.get("n", "1024")))
         else:
