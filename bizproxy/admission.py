@@ -27,11 +27,20 @@ def json_pointer(path: Any) -> str:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as error:
         raise BadRequest(
             400, "MalformedJSON", f"request body is not valid JSON: {error}"
         ) from error
+    except RecursionError as error:
+        raise BadRequest(
+            400, "MalformedJSON", "request body is not valid JSON: nested too deeply"
+        ) from error
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's parser accepts NaN and Infinity; JSON does not.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 async def admit_body(

@@ -51,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("file", nargs="?", default="routes.yaml", metavar="FILE")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     serve.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         default=None,
         help="worker processes (default: server.workers of the config, else 1)",
     )
@@ -79,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("file", nargs="?", default="routes.yaml", metavar="FILE")
     return parser
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return port
+
+
+def _positive(text: str) -> int:
+    number = int(text) if text.isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return number
 
 
 def _add_logging_options(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -17,6 +19,7 @@ from urllib.parse import parse_qsl, quote
 import jinja2
 
 from bizproxy.admission import admit_body
+from bizproxy.errors import BusinessProxyException
 from bizproxy.inbound import (
     CLIENT_CLOSED,
     HOP_BY_HOP,
@@ -34,7 +37,7 @@ from bizproxy.inbound import (
 )
 from bizproxy.proxy import IDEMPOTENCY_HEADER, HTTPXFastAPIProxy, UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
-from bizproxy.templates import Renderable, RestOfPath
+from bizproxy.templates import Renderable, RestOfPath, UnsafePathValue
 
 logger = logging.getLogger("bizproxy.forward")
 
@@ -42,19 +45,18 @@ IDEMPOTENCY_KEY_HEADER = IDEMPOTENCY_HEADER.lower()
 
 
 def path_context(route: CompiledRoute, params: dict[str, str]) -> dict[str, str]:
-    """Path parameters for templates; dot-segments in a rest-of-path value are refused."""
+    """Path parameters for templates. A value that is, or holds, a '.' or '..' segment is
+    refused: printed into an upstream path it could climb out of the route's prefix at
+    any upstream that normalises paths."""
     context: dict[str, str] = {}
     for name, value in params.items():
-        if route.path_parameters.get(name):
-            if any(part in (".", "..") for part in value.split("/")):
-                raise BadRequest(
-                    400,
-                    "BadPath",
-                    f"path parameter {name!r} may not contain '.' or '..' segments",
-                )
-            context[name] = RestOfPath(value)
-        else:
-            context[name] = value
+        rest_of_path = route.path_parameters.get(name, False)
+        segments = value.split("/") if rest_of_path else [value]
+        if any(segment in (".", "..") for segment in segments):
+            raise BadRequest(
+                400, "BadPath", f"path parameter {name!r} may not contain '.' or '..' segments"
+            )
+        context[name] = RestOfPath(value) if rest_of_path else value
     return context
 
 
@@ -77,12 +79,47 @@ def template_context(
 def render(template: Renderable, context: dict[str, Any], what: str) -> str:
     try:
         return template.render(context)
+    except UnsafePathValue as error:
+        raise BadRequest(400, "BadPath", f"{what} refused: {error}") from error
     except jinja2.UndefinedError as error:
         raise BadRequest(
             400, "TemplateError", f"{what} needs a value the request lacks: {error.message}"
         ) from error
     except jinja2.TemplateError as error:
         raise BadRequest(400, "TemplateError", f"{what} could not be rendered: {error}") from error
+
+
+async def stream_answer(response: UpstreamResponse, send: Send) -> None:
+    """Each chunk goes on as it arrives. With a Content-Length, the chunk that completes
+    it also closes the answer: no extra empty message."""
+    remaining = response.content_length
+    async for chunk in response.aiter_raw():
+        if remaining is not None:
+            remaining -= len(chunk)
+            if remaining <= 0:
+                await send({"type": "http.response.body", "body": chunk})
+                return
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def render_json_body(template: Renderable, context: dict[str, Any]) -> bytes:
+    """The rendered JSON body; refused with 400 when the request's values do not fit it."""
+    try:
+        text = render(template, context, "the upstream body")
+    except (TypeError, ValueError) as error:
+        raise BadRequest(
+            400, "TemplateError", f"the upstream body could not be rendered: {error}"
+        ) from error
+    try:
+        json.loads(text)
+    except ValueError as error:
+        raise BadRequest(
+            400,
+            "TemplateError",
+            f"the upstream body template rendered invalid JSON for this request: {error}",
+        ) from error
+    return text.encode()
 
 
 def upstream_headers(
@@ -125,6 +162,10 @@ def upstream_headers(
     return headers
 
 
+# Everything below a space but the tab, and DEL: never valid in a header value.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def rendered_headers(
     target: ForwardTarget, context: dict[str, Any] | None
 ) -> list[tuple[str, str]]:
@@ -133,9 +174,11 @@ def rendered_headers(
     rendered = []
     for name, template in target.header_templates:
         value = render(template, context, f"header {name!r}")
-        if "\r" in value or "\n" in value:
+        if _CONTROL_CHARACTERS.search(value):
             raise BadRequest(
-                400, "BadHeader", f"header {name!r} would contain a line break; refused"
+                400,
+                "BadHeader",
+                f"header {name!r} would contain a line break or another control character; refused",
             )
         rendered.append((name, value))
     return rendered
@@ -284,7 +327,7 @@ async def _forward(
         else None
     )
     if target.body_template is not None and context is not None:
-        content = render(target.body_template, context, "the upstream body").encode()
+        content = render_json_body(target.body_template, context)
     rendered, idempotency_key = split_idempotency_key(request, rendered_headers(target, context))
     headers = upstream_headers(request, table, rendered)
     if isinstance(content, AsyncIterator) and declared is not None:
@@ -315,18 +358,18 @@ async def _forward(
                     "headers": response_headers(response, request.request_id),
                 }
             )
-            # Each chunk goes on as it arrives. With a Content-Length, the chunk that
-            # completes it also closes the answer: no extra empty message.
-            remaining = response.content_length
-            async for chunk in response.aiter_raw():
-                if remaining is not None:
-                    remaining -= len(chunk)
-                    if remaining <= 0:
-                        await send({"type": "http.response.body", "body": chunk})
-                        break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            else:
-                await send({"type": "http.response.body", "body": b""})
+            try:
+                await stream_answer(response, send)
+            except BusinessProxyException as error:
+                # Too late for an error answer: the status went out. Ending without the
+                # rest tells the client the body is incomplete (the connection closes).
+                logger.warning(
+                    "upstream %r broke off its answer to %s %s: %s",
+                    target.upstream,
+                    request.method,
+                    route.path,
+                    error,
+                )
         return response.status_code
     except asyncio.CancelledError:
         if watch is None or not watch.disconnected:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from bizproxy.deliver import deliver
@@ -252,6 +253,15 @@ class Gateway:
         """Liveness, readiness, the table, metrics, reload: each reads the current table."""
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
+        @app.exception_handler(StarletteHTTPException)
+        async def framework_error(request: Request, error: StarletteHTTPException) -> Response:
+            kinds = {404: "NoRoute", 405: "MethodNotAllowed"}
+            message = f"no operational endpoint {request.method} {request.url.path}"
+            body = {
+                "error": {"type": kinds.get(error.status_code, "BadRequest"), "message": message}
+            }
+            return JSONResponse(body, error.status_code, headers=error.headers)
+
         @app.get("/-/live", include_in_schema=False)
         async def live() -> dict[str, str]:
             return {"status": "live"}
@@ -346,15 +356,18 @@ def build_routes_app(table: RouteTable) -> FastAPI:
         description="Routes served from routes.yaml by bizproxy.",
     )
     for route in table.routes:
-        app.add_api_route(
-            route.path,
-            _framework_endpoint(table, route),
-            methods=sorted(route.methods),
-            name=f"route {route.index}: {' '.join(sorted(route.methods))} {route.path}",
-            summary=_summary(route),
-            openapi_extra=_openapi_extra(route),
-            include_in_schema=True,
-        )
+        # One operation per method: each needs an operationId of its own.
+        for method in sorted(route.methods):
+            app.add_api_route(
+                route.path,
+                _framework_endpoint(table, route),
+                methods=[method],
+                name=f"route {route.index}: {method} {route.path}",
+                operation_id=f"route_{route.index}_{method.lower()}",
+                summary=_summary(route),
+                openapi_extra=_openapi_extra(route),
+                include_in_schema=True,
+            )
     return app
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -168,6 +169,21 @@ def overall_deadline(*limits_seconds: float | None) -> float | None:
     return time.monotonic() + min(given) if given else None
 
 
+def checked_base_url(base_url: str) -> str:
+    """The base URL without its trailing slash; ValueError when it cannot be an upstream."""
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port in (-1, 0):
+        raise ValueError(
+            f"expected an upstream base URL such as http://127.0.0.1:9001 "
+            f"(http or https, a host, a port from 1 to 65535), got {base_url!r}"
+        )
+    return base_url.rstrip("/")
+
+
 class UpstreamResponse:
     """An upstream's answer, still streaming; close it (or use `async with`) when done."""
 
@@ -251,7 +267,7 @@ class HTTPXFastAPIProxy:
         targets: TargetSet | None = None,
         health: HealthCheck | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_base_url(base_url)
         self.name = name or self.base_url
         self.retry_policy = as_retry_policy(retry_policy)
         self.throttle = as_throttle(throttler)

@@ -22,6 +22,7 @@ from bizproxy.gateway import Gateway
 from bizproxy.metrics import RELOADS
 from bizproxy.policies.throttle_store import ThrottleStore
 from bizproxy.table import compile_table
+from bizproxy.units import plural
 
 logger = logging.getLogger("bizproxy.reload")
 
@@ -93,9 +94,9 @@ class Reloader:
         RELOADS.labels(result="rejected").inc()
         gateway.record_reload(ok=False, errors=errors)
         logger.warning(
-            "rejected the edit of %s; the last good table keeps serving (%d problems)",
+            "rejected the edit of %s; the last good table keeps serving (%s)",
             self.path.name,
-            len(errors),
+            plural(len(errors), "problem"),
         )
         for error in errors:
             logger.warning("%s", error)

@@ -27,6 +27,7 @@ from bizproxy.logs import configure_logging
 from bizproxy.policies.throttle_store import MemoryThrottleStore, ThrottleStore
 from bizproxy.reload import Reloader
 from bizproxy.table import compile_table
+from bizproxy.units import plural
 
 logger = logging.getLogger("bizproxy")
 
@@ -110,9 +111,9 @@ async def serve(
     server = uvicorn.Server(uvicorn_config(gateway, host=host, port=port, **uvicorn_options))
     table = gateway.table
     logger.info(
-        "serving %d routes to %d upstreams on http://%s:%d (config %s)",
-        len(table.routes),
-        len(table.proxies),
+        "serving %s to %s on http://%s:%d (config %s)",
+        plural(len(table.routes), "route"),
+        plural(len(table.proxies), "upstream"),
         host,
         port,
         table.version[:12],

@@ -37,6 +37,7 @@ from bizproxy.signing import DeliveredIds, Verifier, build_verifier, sign_standa
 from bizproxy.targets import OutlierPolicy, Target, TargetSet, display_url, new_target
 from bizproxy.templates import (
     Renderable,
+    compile_json_template,
     compile_path_template,
     compile_template,
     referenced_names,
@@ -57,7 +58,7 @@ class ForwardTarget:
     path_template: Renderable | None
     query_templates: tuple[tuple[str, jinja2.Template], ...] = ()
     header_templates: tuple[tuple[str, jinja2.Template], ...] = ()
-    body_template: jinja2.Template | None = None
+    body_template: Renderable | None = None
     timeout_seconds: float | None = None
     retry_policy: RetryDecider | None = None
 
@@ -387,7 +388,7 @@ def compile_route(
             path_template=compile_path_template(forward.path) if forward.path else None,
             query_templates=tuple((k, compile_template(v)) for k, v in forward.query.items()),
             header_templates=tuple((k, compile_template(v)) for k, v in forward.headers.items()),
-            body_template=compile_template(forward.body) if forward.body else None,
+            body_template=compile_json_template(forward.body) if forward.body else None,
             timeout_seconds=forward.timeout,
             retry_policy=policies[forward.retry] if forward.retry else None,
         )
@@ -445,6 +446,14 @@ def body_schema_validator(
     return schema, validator_class(schema)
 
 
+def route_retry_policy(config: RoutesConfig, route: CompiledRoute) -> str | None:
+    """The retry policy a forward route uses: its own, else its upstream's; None to deliver."""
+    forward = config.routes[route.index].forward
+    if forward is None:
+        return None
+    return forward.retry or config.upstreams[route.target.upstream].retry
+
+
 def describe_table(config: RoutesConfig, routes: tuple[CompiledRoute, ...]) -> dict[str, Any]:
     """The table as the operational endpoint shows it: names and settings, no secrets."""
     return {
@@ -455,12 +464,7 @@ def describe_table(config: RoutesConfig, routes: tuple[CompiledRoute, ...]) -> d
                 "kind": route.kind,
                 "upstream": route.target.upstream,
                 "tag": route.tag,
-                "retry": (
-                    config.routes[route.index].forward.retry  # type: ignore[union-attr]
-                    if route.kind == "forward"
-                    else None
-                )
-                or config.upstreams[route.target.upstream].retry,
+                "retry": route_retry_policy(config, route),
                 "verify": route.verifier is not None,
                 "body_schema": route.body_schema is not None,
             }

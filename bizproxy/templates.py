@@ -10,12 +10,14 @@ per distinct source.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 TEMPLATE_NAMES = frozenset({"path", "query", "headers", "body", "method", "tag"})
 """The names a template sees at render time."""
@@ -142,11 +144,19 @@ class RestOfPath(str):
     __slots__ = ()
 
 
+class UnsafePathValue(ValueError):
+    """Raised when a value printed into an upstream path is, or holds, '.' or '..'."""
+
+
 def encode_path_value(value: object) -> str:
     """Percent-encode what a path template prints: a value cannot add a query, a fragment
-    or a segment; only a rest-of-path parameter keeps its slashes."""
+    or a segment; only a rest-of-path parameter keeps its slashes. A dot-segment would
+    climb the upstream's path wherever it is normalised, so it is refused."""
     text = "" if value is None else str(value)
-    return quote(text, safe="/" if isinstance(value, RestOfPath) else "")
+    rest_of_path = isinstance(value, RestOfPath)
+    if any(segment in (".", "..") for segment in (text.split("/") if rest_of_path else [text])):
+        raise UnsafePathValue(f"{text!r} would be a '.' or '..' segment of the upstream path")
+    return quote(text, safe="/" if rest_of_path else "")
 
 
 _PATH_ENVIRONMENT = _ENVIRONMENT.overlay(finalize=encode_path_value)
@@ -203,3 +213,23 @@ def compile_path_template(source: str) -> Renderable:
         return PathParameterTemplate(parts)
     _parse(source)
     return _PATH_ENVIRONMENT.from_string(source)
+
+
+def encode_json_value(value: object) -> str:
+    """What a JSON body template prints: strings escaped for a place between quotes,
+    everything else as its JSON text, so a value cannot add fields or break the JSON.
+    Output of `| tojson` is JSON already and goes in as it is."""
+    if isinstance(value, Markup):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)[1:-1]
+    return json.dumps(value, allow_nan=False)
+
+
+_JSON_ENVIRONMENT = _ENVIRONMENT.overlay(finalize=encode_json_value)
+
+
+def compile_json_template(source: str) -> jinja2.Template:
+    """Compile a JSON body template: printed values are JSON-encoded (see above)."""
+    _parse(source)
+    return _JSON_ENVIRONMENT.from_string(source)

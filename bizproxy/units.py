@@ -111,3 +111,8 @@ DURATION_PATTERN = _DURATION.pattern
 SIZE_PATTERN = _SIZE.pattern
 RATE_PATTERN = _RATE.pattern
 PERCENT_PATTERN = _PERCENT.pattern
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 route', '3 routes'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -128,8 +129,22 @@ def _http_url(value: object) -> str:
         raise ValueError(f"expected an http:// or https:// URL, got {describe(value)}")
     scheme, _, rest = value.partition("://")
     host = rest.split("/", 1)[0]
-    if scheme.lower() not in ("http", "https") or not host or "?" in value or "#" in value:
+    if scheme.lower() not in ("http", "https") or not host:
         raise ValueError(f"expected an http:// or https:// URL, got {describe(value)}")
+    if "?" in value or "#" in value:
+        raise ValueError(
+            f"expected an http:// or https:// URL without a query or fragment "
+            f"(routes add those), got {describe(value)}"
+        )
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(
+            f"expected an http:// or https:// URL with a port from 1 to 65535, "
+            f"got {describe(value)}"
+        )
     return value
 
 

@@ -197,11 +197,27 @@ def _check_template(
     try:
         templates.check_template(source)
     except jinja2.TemplateSyntaxError as err:
+        written = document.substituted_text(path)
+        if written is not None:
+            # The parser's message may quote the substituted value: show the reference.
+            document.add(
+                path,
+                f"template {written!r} does not compile once its variables are substituted "
+                "(values not shown)",
+            )
+            return
         where = f" (template line {err.lineno})" if "\n" in source else ""
         document.add(path, f"template does not compile: {err.message}{where}")
         return
 
     names = sorted(templates.referenced_names(source) - templates.TEMPLATE_NAMES)
+    if names and document.substituted_text(path) is not None:
+        document.add(
+            path,
+            f"template {document.substituted_text(path)!r} reads names templates do not see "
+            "once its variables are substituted (values not shown)",
+        )
+        return
     if names:
         seen = ", ".join(sorted(templates.TEMPLATE_NAMES))
         document.add(

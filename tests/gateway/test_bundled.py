@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bizproxy.signing import sign_standard_webhooks
 from tests.support.cli_server import ROOT, serve_process
@@ -89,7 +90,7 @@ def test_bundled_config_serves_as_the_readme_runs_it() -> None:
     assert hook.status_code == 202, hook.text
     assert unsigned.status_code == 401
     assert process.returncode == 0, output
-    assert "serving 3 routes to 1 upstreams" in output
+    assert "serving 3 routes to 1 upstream " in output
 
 
 def test_serve_finishes_in_flight_requests_on_sigterm(upstream_url: str, tmp_path: Path) -> None:
@@ -172,3 +173,17 @@ def test_embedded_consumer_example_receives_and_sends(tmp_path: Path) -> None:
     assert hook.status_code == 202
     assert consumer.returncode == 0, output
     assert f"payment {payment('pay_2', 5)} acknowledged upstream" in output
+
+
+@pytest.mark.parametrize("arguments", [["--port", "70000"], ["--port", "0"], ["--workers", "0"]])
+def test_serve_refuses_bad_port_or_workers(arguments: list[str]) -> None:
+    """Ports outside 1..65535 and fewer than one worker are usage errors (exit 2)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bizproxy", "serve", "routes.yaml", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "expected a" in result.stderr

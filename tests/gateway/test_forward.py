@@ -223,9 +223,8 @@ def test_forward_refuses_header_template_with_line_break(url: str) -> None:
     response = httpx.get(f"{url}/tenant?t=a%0d%0aX-Injected:%201")
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "BadHeader"
-    assert (
-        response.json()["error"]["message"]
-        == "header 'X-Tenant' would contain a line break; refused"
+    assert response.json()["error"]["message"] == (
+        "header 'X-Tenant' would contain a line break or another control character; refused"
     )
 
 
@@ -423,3 +422,87 @@ def test_forward_keeps_no_cookies_between_clients(url: str, upstream_app: Upstre
     echo(httpx.get(f"{url}/echo/after-cookies"))
     [request] = upstream_app.received("/echo/after-cookies")
     assert request.header("cookie") is None
+
+
+@pytest.mark.parametrize("target", ["/orders/%2e%2e", "/orders/..", "/orders/."])
+def test_forward_refuses_dot_segment_in_a_single_segment_parameter(url: str, target: str) -> None:
+    """A one-segment parameter that is '.' or '..' would climb the upstream path: 400."""
+    status, body = raw_get(url, target)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["type"] == "BadPath"
+    assert error["message"] == "path parameter 'order_id' may not contain '.' or '..' segments"
+
+
+def test_forward_body_template_values_cannot_break_out_of_their_json_string(
+    url: str, upstream_app: UpstreamApp
+) -> None:
+    """A quote in a value rendered into a JSON body template stays inside its string."""
+    evil = 'x", "admin": true, "z": "y'
+    received = echo(httpx.post(f"{url}/shaped/{evil}", json={"n": 3}))
+    assert json.loads(str(received["body"])) == {"kind": evil, "n": 3, "m": "POST"}
+
+
+def test_forward_body_template_renders_values_as_json(url: str) -> None:
+    """A body that is not JSON (Infinity) is 400; an object where a number goes is
+    rendered as JSON, not as a Python repr."""
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{url}/shaped/k", content=b'{"n": Infinity}', headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "MalformedJSON"
+    response = httpx.post(f"{url}/shaped/k", json={"n": {"deep": [1]}})
+    assert response.status_code == 200
+    assert json.loads(response.json()["body"])["n"] == {"deep": [1]}
+
+
+def test_forward_deeply_nested_json_answers_400(upstream_url: str, tmp_path: Path) -> None:
+    """JSON nested beyond the parser's depth (well under max_body) is 400, not a 500."""
+    config = CONFIG.format(upstream=upstream_url, trusted="10.9.9.9").replace("1KiB", "1MiB")
+    nested = b'{"n": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    with running_gateway(config, tmp_path) as (url, _):
+        response = httpx.post(
+            f"{url}/shaped/k", content=nested, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "type": "MalformedJSON",
+        "message": "request body is not valid JSON: nested too deeply",
+        "route": "/shaped/{kind}",
+        "upstream": "app",
+        "request_id": response.headers["x-request-id"],
+    }
+
+
+def test_forward_refuses_control_characters_in_templated_headers(url: str) -> None:
+    """NUL, DEL and other control characters in a rendered header value answer 400."""
+    for value in ("a%00b", "a%7Fb", "a%1Bb"):
+        response = httpx.get(f"{url}/tenant?t={value}")
+        assert response.status_code == 400, value
+        assert response.json()["error"]["type"] == "BadHeader"
+
+
+async def test_forward_upstream_breaking_off_mid_body_closes_the_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that stops after part of its body: the client sees a cut answer, the
+    log has one WARNING and no traceback."""
+    import logging
+
+    from tests.support.gateway import gateway_in_this_loop
+
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.transport.abort()
+
+    caplog.set_level(logging.WARNING)
+    with serve_raw(half_answer) as broken:
+        config = CONFIG.format(upstream=broken, trusted="10.9.9.9")
+        async with gateway_in_this_loop(config, tmp_path) as (url, _):
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.get(f"{url}/slow")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("broke off its answer to GET /slow" in w for w in warnings), warnings
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"

@@ -225,3 +225,24 @@ async def test_operations_access_log_has_one_line_per_request_without_query(
     }
     assert "hunter2" not in record.getMessage()
     assert record.getMessage().startswith("GET /orders/{order_id} -> app 200 ")
+
+
+def test_operations_openapi_gives_each_operation_its_own_id(gateway: tuple[str, Gateway]) -> None:
+    """Every operation in the OpenAPI document has a unique operationId."""
+    url, _ = gateway
+    document = httpx.get(f"{url}/openapi.json").json()
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+
+
+def test_operations_unknown_operational_path_answers_in_bizproxy_format(
+    gateway: tuple[str, Gateway],
+) -> None:
+    """An unknown /-/ path or method answers bizproxy's JSON error body."""
+    url, _ = gateway
+    missing = httpx.get(f"{url}/-/nothing")
+    wrong = httpx.get(f"{url}/-/reload")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "NoRoute"
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["type"] == "MethodNotAllowed"

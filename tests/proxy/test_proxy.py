@@ -375,3 +375,12 @@ async def test_proxy_plugin_retry_policy_receives_exception_and_attempt(
     assert answer.status_code == 418
     assert calls == [("UpstreamError", 1), ("UpstreamError", 2)]
     assert len(upstream_app.received("/flaky/tea")) == 3
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:99999", "not a url", "ftp://127.0.0.1:21", "http://:80"]
+)
+def test_proxy_refuses_a_base_url_that_cannot_be_an_upstream(base_url: str) -> None:
+    """A base URL without http(s), a host or a valid port is a programming error, said at once."""
+    with pytest.raises(ValueError, match="expected an upstream base URL"):
+        HTTPXFastAPIProxy(base_url)
