@@ -212,29 +212,19 @@ def build_retry_policy(
         multiplier=policy.backoff.multiplier,
         jitter=policy.backoff.jitter,
     )
+    bounds: dict[str, Any] = {
+        "attempts": policy.attempts,
+        "backoff": backoff,
+        "methods": frozenset(policy.methods),
+        "per_try_timeout_seconds": policy.per_try_timeout,
+        "deadline_seconds": policy.deadline,
+        "respect_retry_after": policy.respect_retry_after,
+        "budget_ratio": policy.budget,
+        "retry_non_idempotent": policy.retry_non_idempotent,
+    }
     if policy.plugin is not None:
-        return PluginRetryPolicy(
-            decide=plugins[policy.plugin],
-            attempts=policy.attempts,
-            backoff=backoff,
-            methods=frozenset(policy.methods),
-            per_try_timeout_seconds=policy.per_try_timeout,
-            deadline_seconds=policy.deadline,
-            respect_retry_after=policy.respect_retry_after,
-            budget_ratio=policy.budget,
-            retry_non_idempotent=policy.retry_non_idempotent,
-        )
-    return RetryPolicy(
-        attempts=policy.attempts,
-        backoff=backoff,
-        retry_on=tuple(policy.retry_on),
-        methods=frozenset(policy.methods),
-        per_try_timeout_seconds=policy.per_try_timeout,
-        deadline_seconds=policy.deadline,
-        respect_retry_after=policy.respect_retry_after,
-        budget_ratio=policy.budget,
-        retry_non_idempotent=policy.retry_non_idempotent,
-    )
+        return PluginRetryPolicy(decide=plugins[policy.plugin], **bounds)
+    return RetryPolicy(retry_on=tuple(policy.retry_on), **bounds)
 
 
 def build_throttle(
