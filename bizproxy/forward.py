@@ -245,13 +245,28 @@ def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[
 
 
 class DisconnectWatch:
-    """Cancels the request's task when the client goes away, so the upstream call stops too."""
+    """Cancels the request's task when the client goes away, so the upstream call stops too.
+
+    It listens only once the request body has been read (before that, reading the body
+    notices a departed client itself): at once for a held body, or when a streamed body
+    ends (see `after`).
+    """
 
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
         self._receive = receive
         self._owner = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch())
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch())
+
+    async def after(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The streamed body, passed on; the watch starts when its last chunk has gone."""
+        async for chunk in body:
+            yield chunk
+        self.start()
 
     async def _watch(self) -> None:
         while True:
@@ -263,6 +278,8 @@ class DisconnectWatch:
                 return
 
     async def stop(self) -> None:
+        if self._task is None:
+            return
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -334,7 +351,11 @@ async def _forward(
         headers.append(("content-length", str(declared)))
 
     # Send, then stream the answer back while watching for the client leaving.
-    watch = None if isinstance(content, AsyncIterator) else DisconnectWatch(receive)
+    watch = DisconnectWatch(receive)
+    if isinstance(content, AsyncIterator):
+        content = watch.after(content)
+    else:
+        watch.start()
     try:
         response = await proxy.request(
             request.method,
@@ -372,7 +393,7 @@ async def _forward(
                 )
         return response.status_code
     except asyncio.CancelledError:
-        if watch is None or not watch.disconnected:
+        if not watch.disconnected:
             raise
         current = asyncio.current_task()
         if current is not None:
@@ -380,5 +401,4 @@ async def _forward(
         logger.debug("client disconnected; upstream request for %s cancelled", route.path)
         return CLIENT_CLOSED
     finally:
-        if watch is not None:
-            await watch.stop()
+        await watch.stop()

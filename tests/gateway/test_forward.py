@@ -7,7 +7,7 @@ import gzip
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -506,3 +506,36 @@ async def test_forward_upstream_breaking_off_mid_body_closes_the_answer(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("broke off its answer to GET /slow" in w for w in warnings), warnings
     assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+
+
+async def test_forward_client_leaving_after_a_streamed_upload_cancels_the_upstream_call(
+    upstream_app: UpstreamApp, upstream_url: str, tmp_path: Path
+) -> None:
+    """A client that streams a large body, then gives up waiting, cancels the upstream call."""
+    from tests.support.gateway import gateway_in_this_loop
+
+    config = f"""
+version: 1
+upstreams:
+  app: {{url: "{upstream_url}"}}
+routes:
+  - path: /upload-then-wait
+    methods: [POST]
+    forward: {{upstream: app, path: /slow}}
+"""
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"u" * 65536
+
+    async with gateway_in_this_loop(config, tmp_path) as (url, served):
+        proxy = served.proxy("app")
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"{url}/upload-then-wait?seconds=5", content=body(), timeout=1.0)
+        deadline = time.monotonic() + 3
+        while proxy.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert proxy.in_flight == 0
+    [request] = upstream_app.received("/slow")
+    assert len(request.body) == 4 * 65536
