@@ -52,11 +52,7 @@ async def admit_body(
     require_json: bool,
 ) -> AdmittedBody:
     """Read the whole body, verify its signature, parse it and check it against the schema."""
-    declared = request.declared_length()
-    if declared is not None and declared > limit:
-        raise BadRequest(
-            413, "BodyTooLarge", f"request body is larger than the limit of {limit} bytes"
-        )
+    request.check_declared_length(limit)
     raw = await read_body(receive, limit)
 
     message_id = None

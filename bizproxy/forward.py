@@ -321,11 +321,7 @@ async def _forward(
 ) -> int:
     # Read: the whole body when something must look at it, else hold-or-stream.
     limit = table.server.max_body_bytes
-    declared = request.declared_length()
-    if declared is not None and declared > limit:
-        raise BadRequest(
-            413, "BodyTooLarge", f"request body is larger than the limit of {limit} bytes"
-        )
+    declared = request.check_declared_length(limit)
     body_json: Any = None
     content: bytes | AsyncIterator[bytes] | None
     if route.needs_body:
