@@ -25,6 +25,7 @@ from bizproxy.inbound import (
     HOP_BY_HOP,
     REQUEST_ID_HEADER,
     BadRequest,
+    ClientDisconnected,
     InboundRequest,
     Receive,
     Send,
@@ -235,7 +236,8 @@ def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[
         name = key.lower()
         if name in _HOP_BY_HOP_BYTES or name.startswith(b"proxy-"):
             if name == b"connection":
-                named = {token.strip().lower() for token in value.split(b",")}
+                tokens = {token.strip().lower() for token in value.split(b",")}
+                named = tokens if named is None else named | tokens
             continue
         headers.append((name, value))
     if named:
@@ -254,6 +256,7 @@ class DisconnectWatch:
 
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
+        self.body_error: BadRequest | ClientDisconnected | None = None
         self._receive = receive
         self._owner = asyncio.current_task()
         self._task: asyncio.Task[None] | None = None
@@ -263,9 +266,17 @@ class DisconnectWatch:
             self._task = asyncio.create_task(self._watch())
 
     async def after(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The streamed body, passed on; the watch starts when its last chunk has gone."""
-        async for chunk in body:
-            yield chunk
+        """The streamed body, passed on; the watch starts when its last chunk has gone.
+
+        Reading the body may fail for a reason of the client's (too large, gone). The
+        transport reports that as a failed send; `body_error` keeps the real reason.
+        """
+        try:
+            async for chunk in body:
+                yield chunk
+        except (BadRequest, ClientDisconnected) as error:
+            self.body_error = error
+            raise
         self.start()
 
     async def _watch(self) -> None:
@@ -353,20 +364,25 @@ async def _forward(
     else:
         watch.start()
     try:
-        response = await proxy.request(
-            request.method,
-            upstream_path(target, request, context),
-            query=upstream_query(target, request, context),
-            headers=headers,
-            content=content,
-            tag=route.tag,
-            client_key=throttle_client_key(
-                request, route.throttle_per, table.server.trusted_proxies
-            ),
-            timeout_seconds=target.timeout_seconds,
-            retry_policy=target.retry_policy,
-            idempotency_key=idempotency_key,
-        )
+        try:
+            response = await proxy.request(
+                request.method,
+                upstream_path(target, request, context),
+                query=upstream_query(target, request, context),
+                headers=headers,
+                content=content,
+                tag=route.tag,
+                client_key=throttle_client_key(
+                    request, route.throttle_per, table.server.trusted_proxies
+                ),
+                timeout_seconds=target.timeout_seconds,
+                retry_policy=target.retry_policy,
+                idempotency_key=idempotency_key,
+            )
+        except BusinessProxyException:
+            if watch.body_error is not None:
+                raise watch.body_error from None
+            raise
         async with response:
             await send(
                 {

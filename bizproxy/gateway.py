@@ -125,6 +125,10 @@ class Gateway:
         new = ServedTable(table)
         if self.started:
             await _connect_all(table)
+        # Proxies kept from the old table take the new budgets, in the same step as the
+        # swap (no await in between); the token store, and so spent budgets, carry over.
+        for proxy in table.proxies.values():
+            proxy.throttle = table.throttle
         old, self._served = self._served, new
         self.reload_status.version = table.version
         record_config_version(table.version, old.table.version)

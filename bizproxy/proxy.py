@@ -291,7 +291,9 @@ class HTTPXFastAPIProxy:
         self._header_items = list(self.headers.items())
         self._default_timeout = self.timeouts.capped(None).as_dict()
         self._lifecycle = asyncio.Lock()
+        self._inbox_max_messages = inbox_max_messages
         self._inbox = Inbox(inbox_max_messages, upstream=self.name)
+        self._inbox_handed_on = False
         self.in_flight = 0
         self.metrics = UpstreamMetrics(self.name)
 
@@ -328,7 +330,8 @@ class HTTPXFastAPIProxy:
             self._connected = False
             if self._health is not None:
                 await self._health.stop()
-            unread = await self._inbox.close()
+            # An inbox handed on to the proxy that replaced this one stays open for it.
+            unread = 0 if self._inbox_handed_on else await self._inbox.close()
             # A target that a newer proxy adopted keeps its pool open for that proxy.
             for target in self.targets.targets:
                 await target.release()
@@ -376,6 +379,13 @@ class HTTPXFastAPIProxy:
     def receive(self) -> AsyncIterator[JSON]:
         """Yield delivered messages; ends once the proxy disconnects and the inbox is empty."""
         return self._inbox.messages()
+
+    def take_inbox_of(self, previous: HTTPXFastAPIProxy) -> None:
+        """Take over the inbox of the proxy this one replaces (a reload changed its
+        upstream): what was delivered stays, and its receive() loops carry on."""
+        self._inbox = previous._inbox
+        self._inbox.max_messages = self._inbox_max_messages
+        previous._inbox_handed_on = True
 
     @property
     def inbox_size(self) -> int:
@@ -491,10 +501,27 @@ class HTTPXFastAPIProxy:
         attempt = 0
         previous_delay: float | None = None
         target: Target | None = None
+        # The last failed attempt: its answer stays open until the next attempt can go,
+        # so that a breaker or ejection in between still leaves the upstream's answer.
+        last: tuple[httpx.Response | None, BusinessProxyException] | None = None
         while True:
             attempt += 1
-            target = self.targets.pick(avoid=target)
-            probe = self.targets.before_request(target)
+            try:
+                if not self._connected:
+                    raise NotConnected(
+                        f"{action} on upstream {self.name!r}: disconnected while retrying",
+                        upstream=self.name,
+                    )
+                target = self.targets.pick(avoid=target)
+                probe = self.targets.before_request(target)
+            except BusinessProxyException:
+                # An answer the upstream gave beats our own refusal; without one, the
+                # refusal (no healthy target, breaker open) says most.
+                if last is None or last[0] is None:
+                    raise
+                return self._give_up(action, attempt - 1, *last)
+            if last is not None and last[0] is not None:
+                await last[0].aclose()
             error: BusinessProxyException
             response: httpx.Response | None = None
             self.metrics.attempt(retry=attempt > 1)
@@ -533,24 +560,21 @@ class HTTPXFastAPIProxy:
                 has_idempotency_key=has_idempotency_key,
                 retry_after_seconds=retry_after,
             )
-            delay = await self._retry_delay(policy, failure_seen, previous_delay, deadline)
-            if delay is not None and not (replayable or not failure_seen.reached_upstream):
-                delay = None
-            if delay is None:
+            # A streamed body can go again only if it never left (a connect error).
+            can_resend = replayable or not failure_seen.reached_upstream
+            try:
+                delay = (
+                    await self._retry_delay(policy, failure_seen, previous_delay, deadline)
+                    if can_resend
+                    else None
+                )
+            except BaseException:
                 if response is not None:
-                    return UpstreamResponse(response, upstream=self.name, attempts=attempt)
-                if attempt > 1:
-                    raise RetriesExhausted(
-                        f"{action} on upstream {self.name!r}: gave up after {attempt} "
-                        f"attempts; last: {error}",
-                        upstream=self.name,
-                        attempts=attempt,
-                        last_cause=error,
-                    ) from error
-                raise error
+                    await response.aclose()
+                raise
+            if delay is None:
+                return self._give_up(action, attempt, response, error)
 
-            if response is not None:
-                await response.aclose()
             logger.debug(
                 "retrying %s on upstream %r in %.3fs (attempt %d failed: %s)",
                 action,
@@ -559,8 +583,35 @@ class HTTPXFastAPIProxy:
                 attempt,
                 failure_seen.condition,
             )
+            last = (response, error)
             previous_delay = delay
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                if response is not None:
+                    await response.aclose()
+                raise
+
+    def _give_up(
+        self,
+        action: str,
+        attempts: int,
+        response: httpx.Response | None,
+        error: BusinessProxyException,
+    ) -> UpstreamResponse:
+        """The last answer when there is one; else the failure, as RetriesExhausted after
+        more than one attempt."""
+        if response is not None:
+            return UpstreamResponse(response, upstream=self.name, attempts=attempts)
+        if attempts > 1:
+            raise RetriesExhausted(
+                f"{action} on upstream {self.name!r}: gave up after {attempts} "
+                f"attempts; last: {error}",
+                upstream=self.name,
+                attempts=attempts,
+                last_cause=error,
+            ) from error
+        raise error
 
     async def _retry_delay(
         self,

@@ -285,7 +285,7 @@ def build_proxy(
     if upstream.sign is not None:
         signer = standard_webhooks_signer(upstream.sign.secret.get_secret_value())
     targets = build_targets(name, upstream, previous)
-    return HTTPXFastAPIProxy(
+    proxy = HTTPXFastAPIProxy(
         targets.targets[0].url,
         policies[upstream.retry] if upstream.retry else None,
         throttle,
@@ -305,6 +305,9 @@ def build_proxy(
         targets=targets,
         health=build_health_check(upstream),
     )
+    if previous is not None:
+        proxy.take_inbox_of(previous)
+    return proxy
 
 
 def build_targets(

@@ -7,6 +7,7 @@ nothing of HTTP clients; the proxy describes each failure as an `AttemptFailure`
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,8 @@ from typing import Literal, Protocol
 
 from bizproxy.errors import BusinessProxyException, ConnectionFailure, UpstreamError
 from bizproxy.interface import RetryPluginCallable
+
+logger = logging.getLogger("bizproxy.retry")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 DEFAULT_RETRY_ON = ("connect-error", "timeout", "reset", 502, 503, 504)
@@ -205,9 +208,14 @@ class PluginRetryPolicy:
             return False
         if not is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent):
             return False
-        verdict = self.decide(failure.error, failure.attempt)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
+        try:
+            verdict = self.decide(failure.error, failure.attempt)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except Exception:
+            # A broken plug-in must not turn an upstream failure into a crash: no retry.
+            logger.warning("retry plug-in %r failed; not retrying", self.decide, exc_info=True)
+            return False
         return bool(verdict)
 
     def backoff_seconds(self, retry_number: int, previous_seconds: float | None) -> float:

@@ -33,6 +33,12 @@ class Budget:
     """None for one bucket per tag; 'client' or 'header:NAME' for one bucket per client."""
 
     @property
+    def bucket_key(self) -> str:
+        """The token bucket's name: a budget whose rate or burst changes (on a reload)
+        starts a fresh bucket, while an unchanged one keeps what was spent."""
+        return f"{self.tag}:{self.rate_per_second:g}/s:{self.burst}"
+
+    @property
     def policy_header(self) -> str:
         """The IETF RateLimit-Policy value: quota per window, one second scaled up to whole."""
         window = 1
@@ -79,7 +85,11 @@ class BudgetThrottle:
         budget = self.budgets.get(tag)
         if budget is None:
             return
-        key = tag if budget.per is None or client_key is None else f"{tag}\x00{client_key}"
+        key = (
+            budget.bucket_key
+            if budget.per is None or client_key is None
+            else (f"{budget.bucket_key}:{client_key}")
+        )
         deadline = time.monotonic() + budget.max_wait_seconds
         while True:
             wait_seconds = await self.store.take(key, budget.rate_per_second, budget.burst)

@@ -539,3 +539,20 @@ routes:
         assert proxy.in_flight == 0
     [request] = upstream_app.received("/slow")
     assert len(request.body) == 4 * 65536
+
+
+def test_forward_refuses_a_streamed_body_that_outgrows_the_limit_midway(
+    upstream_url: str, tmp_path: Path
+) -> None:
+    """A body already streaming to the upstream (past the 64 KiB held for retries) that
+    passes server.max_body answers 413, not a 502 about the upstream."""
+    config = CONFIG.format(upstream=upstream_url, trusted="10.9.9.9").replace("1KiB", "100KiB")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 32768
+
+    with running_gateway(config, tmp_path) as (url, _):
+        response = httpx.post(f"{url}/echo/big", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "BodyTooLarge"

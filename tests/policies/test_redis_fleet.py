@@ -110,7 +110,7 @@ async def test_redis_fleet_two_processes_admit_one_budget_together(
 def test_redis_fleet_uses_the_configured_key_prefix(
     upstream_url: str, tmp_path: Path, prefix: str
 ) -> None:
-    """Buckets live under throttle_store.key_prefix, one key per tag."""
+    """Buckets live under throttle_store.key_prefix, one key per tag and its settings."""
     assert REDIS_URL is not None
     text = CONFIG.format(redis=REDIS_URL, prefix=prefix, on_failure="closed", upstream=upstream_url)
     with running_gateway(text, tmp_path) as (url, gateway):
@@ -118,12 +118,12 @@ def test_redis_fleet_uses_the_configured_key_prefix(
         client = redis.Redis.from_url(REDIS_URL)
         try:
             keys = sorted(key.decode() for key in client.scan_iter(match=prefix + "*"))
-            ttl_ms = client.pttl(f"{prefix}slow")
+            ttl_ms = client.pttl(f"{prefix}slow:0.0166667/s:1")
         finally:
             client.close()
         store = gateway.table.throttle.store
 
-    assert keys == [f"{prefix}slow"]
+    assert keys == [f"{prefix}slow:0.0166667/s:1"]
     assert 0 < ttl_ms <= 60_000
     assert isinstance(store, RedisThrottleStore)
     assert store.fallbacks_total == 0

@@ -384,3 +384,50 @@ def test_proxy_refuses_a_base_url_that_cannot_be_an_upstream(base_url: str) -> N
     """A base URL without http(s), a host or a valid port is a programming error, said at once."""
     with pytest.raises(ValueError, match="expected an upstream base URL"):
         HTTPXFastAPIProxy(base_url)
+
+
+async def test_proxy_broken_retry_plugin_means_no_retry(
+    upstream_url: str, upstream_app: UpstreamApp
+) -> None:
+    """A retry plug-in that raises is treated as "do not retry": the answer comes back."""
+
+    def broken(error: BaseException, attempt: int) -> bool:
+        raise ValueError("plug-in bug")
+
+    async with HTTPXFastAPIProxy(upstream_url, broken) as proxy:
+        async with await proxy.request("GET", "/flaky/b", query="fail=9") as response:
+            await response.aread()
+    assert response.status_code == 503
+    assert len(upstream_app.received("/flaky/b")) == 1
+
+
+async def test_proxy_breaker_opening_between_attempts_keeps_the_upstream_answer(
+    upstream_url: str, upstream_app: UpstreamApp
+) -> None:
+    """When the breaker opens after a failed attempt, the upstream's answer is returned,
+    not the breaker's own refusal."""
+    from bizproxy.policies.breaker import CircuitBreaker
+
+    breaker = CircuitBreaker(1, 30.0, upstream="u")
+    async with HTTPXFastAPIProxy(upstream_url, fast_policy(), breaker=breaker) as proxy:
+        async with await proxy.request("GET", "/flaky/br", query="fail=9") as response:
+            body = await response.aread()
+    assert response.status_code == 503
+    assert body == b'{"attempt": 1}'
+    assert len(upstream_app.received("/flaky/br")) == 1
+
+
+async def test_proxy_stops_retrying_once_disconnected(
+    upstream_url: str, upstream_app: UpstreamApp
+) -> None:
+    """A request waiting to retry when the proxy disconnects makes no further attempt."""
+    policy = RetryPolicy(attempts=5, backoff=Backoff(0.3, 0.3, jitter="none"), budget_ratio=None)
+    proxy = HTTPXFastAPIProxy(upstream_url, policy)
+    await proxy.connect()
+    pending = asyncio.create_task(proxy.request("GET", "/flaky/d", query="fail=9"))
+    await asyncio.sleep(0.1)
+    await proxy.disconnect()
+    response = await pending
+    await response.aclose()
+    assert response.status_code == 503
+    assert len(upstream_app.received("/flaky/d")) == 1

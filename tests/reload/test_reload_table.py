@@ -171,3 +171,51 @@ routes:
         "timeout.pool 10s -> 2s; timeout.read 10s -> 2s; timeout.write 10s -> 2s"
     ) in lines
     assert "whsec_" not in result.stdout
+
+
+async def test_reload_new_budget_applies_to_a_kept_upstream(
+    two_upstreams: tuple[tuple[str, UpstreamApp], tuple[str, UpstreamApp]], tmp_path: Path
+) -> None:
+    """A budget raised by a reload takes effect at once, also for an unchanged upstream."""
+    (url_a, _), (url_b, _) = two_upstreams
+    async with gateway_in_this_loop(config(url_a, url_b), tmp_path) as (url, gateway):
+        proxy_a = gateway.proxy("a")
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            assert (await client.get("/budget")).status_code == 200
+            assert (await client.get("/budget")).status_code == 429
+            raised = config(url_a, url_b).replace("rate: 1/min, burst: 1", "rate: 1000/s")
+            (tmp_path / "routes.yaml").write_text(raised)
+            assert gateway.reloader is not None
+            await gateway.reloader.reload_now()
+            after = [(await client.get("/budget")).status_code for _ in range(3)]
+        assert gateway.proxy("a") is proxy_a
+    assert after == [200, 200, 200]
+
+
+async def test_reload_of_a_changed_upstream_keeps_its_receive_stream(
+    two_upstreams: tuple[tuple[str, UpstreamApp], tuple[str, UpstreamApp]], tmp_path: Path
+) -> None:
+    """A consumer of receive() keeps getting messages after a reload rebuilt the proxy."""
+    (url_a, _), (url_b, _) = two_upstreams
+    extra = "  - path: /in\n    methods: [POST]\n    deliver: {upstream: b}\n"
+    async with gateway_in_this_loop(config(url_a, url_b, extra=extra), tmp_path) as (
+        url,
+        gateway,
+    ):
+        received: list[object] = []
+
+        async def consume() -> None:
+            async for message in gateway.proxy("b").receive():
+                received.append(message)
+
+        consumer = asyncio.create_task(consume())
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            assert (await client.post("/in", json={"n": 1})).status_code == 202
+            changed = config(url_a, url_b, b_timeout="2s", extra=extra)
+            (tmp_path / "routes.yaml").write_text(changed)
+            assert gateway.reloader is not None
+            await gateway.reloader.reload_now()
+            assert (await client.post("/in", json={"n": 2})).status_code == 202
+            await asyncio.sleep(0.2)
+        consumer.cancel()
+    assert received == [{"n": 1}, {"n": 2}]
