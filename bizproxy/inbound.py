@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -36,6 +37,7 @@ logger = logging.getLogger("bizproxy.inbound")
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_SCOPE_KEY = "bizproxy.request_id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,200}")
 """Where the request's id is left in the ASGI scope, for the access log."""
 
 # Dropped in both directions, with every header that Connection names.
@@ -98,7 +100,12 @@ class InboundRequest:
         for name, text in self.header_pairs:
             headers[name] = f"{headers[name]}, {text}" if name in headers else text
         self.headers = headers
-        self.request_id = headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
+        given = headers.get(REQUEST_ID_HEADER)
+        # A client's id is passed on only when it is a plain token; otherwise a new one.
+        if given is not None and _REQUEST_ID.fullmatch(given):
+            self.request_id = given
+        else:
+            self.request_id = os.urandom(16).hex()
         scope[REQUEST_ID_SCOPE_KEY] = self.request_id
 
     @property

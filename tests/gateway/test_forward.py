@@ -556,3 +556,11 @@ def test_forward_refuses_a_streamed_body_that_outgrows_the_limit_midway(
         response = httpx.post(f"{url}/echo/big", content=chunks())
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "BodyTooLarge"
+
+
+@pytest.mark.parametrize("given", ["x" * 201, "bad id <script>", ""])
+def test_forward_replaces_a_request_id_that_is_not_a_plain_token(url: str, given: str) -> None:
+    """An X-Request-ID that is too long or holds spaces or markup is replaced by a new one."""
+    response = httpx.get(f"{url}/echo/r", headers={"X-Request-ID": given})
+    assert response.headers["x-request-id"] != given
+    assert len(response.headers["x-request-id"]) == 32
