@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from bizproxy.admission import admit_body
 from bizproxy.inbound import (
     InboundRequest,
     Receive,
     Send,
-    answer_failures,
     send_json,
     throttle_client_key,
 )
@@ -22,34 +20,12 @@ logger = logging.getLogger("bizproxy.deliver")
 async def deliver(
     table: RouteTable,
     route: CompiledRoute,
-    params: dict[str, str],
-    scope: Any,
-    receive: Receive,
-    send: Send,
-) -> int:
-    """Serve one request on a deliver route: 202 with a message id once the inbox holds it."""
-    request = InboundRequest(scope)
-    target = route.target
-    if not isinstance(target, DeliverTarget):
-        raise TypeError(f"route {route.path} is not a deliver route")
-    return await answer_failures(
-        _deliver(table, route, target, request, receive, send),
-        send,
-        request_id=request.request_id,
-        route=route.path,
-        upstream=target.upstream,
-        budgets=table.throttle.budgets,
-    )
-
-
-async def _deliver(
-    table: RouteTable,
-    route: CompiledRoute,
     target: DeliverTarget,
     request: InboundRequest,
     receive: Receive,
     send: Send,
 ) -> int:
+    """Serve one request on a deliver route: 202 with a message id once the inbox holds it."""
     body = await admit_body(route, request, receive, table.server.max_body_bytes, require_json=True)
     if table.throttle is not None:
         client_key = throttle_client_key(request, route.throttle_per, table.server.trusted_proxies)

@@ -29,14 +29,13 @@ from bizproxy.inbound import (
     InboundRequest,
     Receive,
     Send,
-    answer_failures,
     connection_named,
     is_hop_by_hop,
     is_trusted,
     read_or_stream_body,
     throttle_client_key,
 )
-from bizproxy.proxy import IDEMPOTENCY_HEADER, HTTPXFastAPIProxy, UpstreamResponse
+from bizproxy.proxy import IDEMPOTENCY_HEADER, UpstreamResponse
 from bizproxy.table import RETRY_BODY_LIMIT, CompiledRoute, ForwardTarget, RouteTable
 from bizproxy.templates import Renderable, RestOfPath, UnsafePathValue
 
@@ -299,37 +298,14 @@ class DisconnectWatch:
 async def forward(
     table: RouteTable,
     route: CompiledRoute,
-    params: dict[str, str],
-    scope: Any,
-    receive: Receive,
-    send: Send,
-) -> int:
-    """Serve one request on a forward route."""
-    request = InboundRequest(scope)
-    target = route.target
-    if not isinstance(target, ForwardTarget):
-        raise TypeError(f"route {route.path} is not a forward route")
-    proxy = table.proxies[target.upstream]
-    return await answer_failures(
-        _forward(table, route, target, proxy, request, params, receive, send),
-        send,
-        request_id=request.request_id,
-        route=route.path,
-        upstream=target.upstream,
-        budgets=table.throttle.budgets,
-    )
-
-
-async def _forward(
-    table: RouteTable,
-    route: CompiledRoute,
     target: ForwardTarget,
-    proxy: HTTPXFastAPIProxy,
     request: InboundRequest,
     params: dict[str, str],
     receive: Receive,
     send: Send,
 ) -> int:
+    """Serve one request on a forward route; return the status answered."""
+    proxy = table.proxies[target.upstream]
     # Read: the whole body when something must look at it, else hold-or-stream.
     limit = table.server.max_body_bytes
     declared = request.check_declared_length(limit)

@@ -24,10 +24,10 @@ from starlette.types import Receive, Scope, Send
 
 from bizproxy.deliver import deliver
 from bizproxy.forward import forward
-from bizproxy.inbound import REQUEST_ID_SCOPE_KEY, send_error
+from bizproxy.inbound import REQUEST_ID_SCOPE_KEY, InboundRequest, answer_failures, send_error
 from bizproxy.metrics import RouteMetrics, observe_table, record_config_version, render_metrics
 from bizproxy.proxy import HTTPXFastAPIProxy
-from bizproxy.table import CompiledRoute, RouteTable
+from bizproxy.table import CompiledRoute, ForwardTarget, RouteTable
 
 if TYPE_CHECKING:
     from bizproxy.reload import Reloader
@@ -40,7 +40,6 @@ DOCUMENT_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openap
 """The live OpenAPI document and its viewers, unless a route claims the same path
 (as /metrics, which is otherwise the Prometheus endpoint)."""
 
-Handler = Callable[[RouteTable, CompiledRoute, dict[str, str], Any, Any, Any], Awaitable[None]]
 ReloadCallback = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
@@ -227,8 +226,7 @@ class Gateway:
         started = time.perf_counter()
         table.usage.enter()
         try:
-            handler = forward if route.kind == "forward" else deliver
-            status = await handler(table, route, match.params, scope, receive, send)
+            status = await serve_route(table, route, match.params, scope, receive, send)
         finally:
             table.usage.leave()
         elapsed = time.perf_counter() - started
@@ -326,6 +324,32 @@ class Gateway:
         self.reload_status.errors = errors
 
 
+async def serve_route(
+    table: RouteTable,
+    route: CompiledRoute,
+    params: dict[str, str],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> int:
+    """Serve one request on a route of `table`; return the status answered."""
+    request = InboundRequest(scope)
+    target = route.target
+    work = (
+        forward(table, route, target, request, params, receive, send)
+        if isinstance(target, ForwardTarget)
+        else deliver(table, route, target, request, receive, send)
+    )
+    return await answer_failures(
+        work,
+        send,
+        request_id=request.request_id,
+        route=route.path,
+        upstream=target.upstream,
+        budgets=table.throttle.budgets,
+    )
+
+
 def _log_access(route: CompiledRoute, scope: Scope, status: int, elapsed: float) -> None:
     """One line per request: no query string, no headers, no body."""
     request_id = scope.get(REQUEST_ID_SCOPE_KEY, "-")
@@ -380,8 +404,6 @@ async def _connect_all(table: RouteTable) -> None:
 
 
 async def _no_route(scope: Scope, send: Send, allowed: frozenset[str] | None) -> None:
-    from bizproxy.inbound import InboundRequest
-
     request = InboundRequest(scope)
     if allowed:
         allow = ", ".join(sorted(allowed))
@@ -419,8 +441,7 @@ def _framework_endpoint(table: RouteTable, route: CompiledRoute) -> Callable[...
         params = {name: str(value) for name, value in request.path_params.items()}
 
         async def run(scope: Scope, receive: Receive, send: Send) -> None:
-            handler = forward if route.kind == "forward" else deliver
-            await handler(table, route, params, scope, receive, send)
+            await serve_route(table, route, params, scope, receive, send)
 
         return _DelegatingResponse(run)
 

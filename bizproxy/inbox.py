@@ -28,10 +28,6 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._messages)
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
     async def open(self) -> None:
         async with self._ready:
             self._open = True

@@ -7,7 +7,6 @@ folder before the workers start, and `/metrics` then adds up every worker's valu
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -150,6 +149,3 @@ def render_metrics() -> tuple[bytes, str]:
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
-
-
-Observer = Callable[[str, int, float], None]

@@ -184,6 +184,29 @@ def checked_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One request to send, the same for every attempt."""
+
+    method: str
+    path: str
+    query: str | None
+    headers: list[tuple[str, str]]
+    content: RequestBody
+    deadline: float | None
+    has_idempotency_key: bool
+
+    @property
+    def action(self) -> str:
+        """How messages name the request: method and path, never the query."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def replayable(self) -> bool:
+        """Bytes can be sent again; a streamed body only once."""
+        return self.content is None or isinstance(self.content, bytes | str)
+
+
 class UpstreamResponse:
     """An upstream's answer, still streaming; close it (or use `async with`) when done."""
 
@@ -464,38 +487,26 @@ class HTTPXFastAPIProxy:
             raw = content.encode() if isinstance(content, str) else content
             message_id = idempotency_key or uuid.uuid4().hex
             header_list.extend(self.signer(message_id, raw).items())
-        replayable = content is None or isinstance(content, bytes | str)
+        outbound = Outbound(
+            method=method,
+            path=path,
+            query=query,
+            headers=header_list,
+            content=content,
+            deadline=deadline,
+            has_idempotency_key=idempotency_key is not None,
+        )
 
         self.in_flight += 1
         try:
-            return await self._attempt_until_done(
-                policy,
-                method,
-                path,
-                query,
-                header_list,
-                content,
-                deadline,
-                replayable=replayable,
-                has_idempotency_key=idempotency_key is not None,
-            )
+            return await self._attempt_until_done(policy, outbound)
         finally:
             self.in_flight -= 1
 
     async def _attempt_until_done(
-        self,
-        policy: RetryDecider,
-        method: str,
-        path: str,
-        query: str | None,
-        headers: list[tuple[str, str]],
-        content: RequestBody,
-        deadline: float | None,
-        *,
-        replayable: bool,
-        has_idempotency_key: bool,
+        self, policy: RetryDecider, outbound: Outbound
     ) -> UpstreamResponse:
-        action = f"{method} {path}"
+        action = outbound.action
         if self.retry_budget is not None:
             self.retry_budget.record_request()
         attempt = 0
@@ -526,9 +537,7 @@ class HTTPXFastAPIProxy:
             response: httpx.Response | None = None
             self.metrics.attempt(retry=attempt > 1)
             try:
-                response = await self._send_once(
-                    target, policy, method, path, query, headers, content, deadline, action
-                )
+                response = await self._send_once(target, policy, outbound)
             except ConnectionFailure as failure:
                 error = failure
                 self.metrics.error(failure.kind)
@@ -555,16 +564,16 @@ class HTTPXFastAPIProxy:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             failure_seen = AttemptFailure(
                 attempt=attempt,
-                method=method,
+                method=outbound.method,
                 error=error,
-                has_idempotency_key=has_idempotency_key,
+                has_idempotency_key=outbound.has_idempotency_key,
                 retry_after_seconds=retry_after,
             )
             # A streamed body can go again only if it never left (a connect error).
-            can_resend = replayable or not failure_seen.reached_upstream
+            can_resend = outbound.replayable or not failure_seen.reached_upstream
             try:
                 delay = (
-                    await self._retry_delay(policy, failure_seen, previous_delay, deadline)
+                    await self._retry_delay(policy, failure_seen, previous_delay, outbound.deadline)
                     if can_resend
                     else None
                 )
@@ -634,28 +643,23 @@ class HTTPXFastAPIProxy:
         return delay
 
     async def _send_once(
-        self,
-        target: Target,
-        policy: RetryDecider,
-        method: str,
-        path: str,
-        query: str | None,
-        headers: list[tuple[str, str]],
-        content: RequestBody,
-        deadline: float | None,
-        action: str,
+        self, target: Target, policy: RetryDecider, outbound: Outbound
     ) -> httpx.Response:
         """One attempt, up to the answer's headers; the body is left to stream."""
+        action = outbound.action
         limit = policy.per_try_timeout_seconds
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
+        if outbound.deadline is not None:
+            remaining = outbound.deadline - time.monotonic()
             limit = remaining if limit is None else min(limit, remaining)
-        url = f"{target.url}{path}?{query}" if query else f"{target.url}{path}"
+        url = f"{target.url}{outbound.path}"
+        if outbound.query:
+            url = f"{url}?{outbound.query}"
         timeout = self._default_timeout if limit is None else self.timeouts.capped(limit).as_dict()
         # The transport is called directly: AsyncClient.send adds auth, redirect and
         # cookie handling, which a proxy must not do (a cookie jar shared by every client
         # would replay one client's cookies for another), and about a third more time.
-        sending = target.send(method, url, [*self._header_items, *headers], content, timeout)
+        headers = [*self._header_items, *outbound.headers]
+        sending = target.send(outbound.method, url, headers, outbound.content, timeout)
         target.in_flight += 1
         try:
             if limit is None:

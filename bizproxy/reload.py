@@ -47,8 +47,6 @@ class Reloader:
         self.environ = environ
         self.gateway: Gateway | None = None
         self._lock = asyncio.Lock()
-        self.reloads_ok = 0
-        self.reloads_failed = 0
 
     @property
     def watched_files(self) -> tuple[Path, ...]:
@@ -83,14 +81,12 @@ class Reloader:
         summary = summarize(self.loaded.model, loaded.model)
         await gateway.swap(table)
         self.loaded = loaded
-        self.reloads_ok += 1
         RELOADS.labels(result="ok").inc()
         gateway.record_reload(ok=True, errors=[])
         logger.info("reloaded %s (%s): %s", self.path.name, reason, summary)
         return {"ok": True, "changed": True, "version": loaded.content_hash, "summary": summary}
 
     def _rejected(self, gateway: Gateway, errors: list[str]) -> dict[str, Any]:
-        self.reloads_failed += 1
         RELOADS.labels(result="rejected").inc()
         gateway.record_reload(ok=False, errors=errors)
         logger.warning(

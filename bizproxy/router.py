@@ -53,11 +53,6 @@ def parse_pattern(pattern: str) -> tuple[Segment, ...]:
     return tuple(segments)
 
 
-def pattern_parameters(pattern: str) -> dict[str, bool]:
-    """The parameter names of a pattern, each mapped to whether it takes the rest of the path."""
-    return {s.parameter: s.rest_of_path for s in parse_pattern(pattern) if s.parameter}
-
-
 @dataclass
 class _Node(Generic[RouteT]):
     literals: dict[str, _Node[RouteT]] = field(default_factory=dict)

@@ -129,13 +129,13 @@ def _status_matcher(retry_on: Iterable[str | int]) -> tuple[frozenset[str], froz
     return frozenset(words), frozenset(statuses)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """A declared retry policy: bounded attempts, backoff, conditions and idempotency rules."""
+@dataclass(frozen=True, kw_only=True)
+class RetryBounds:
+    """What every retry policy has: bounded attempts, backoff, time limits, a budget, and
+    the idempotency rules (see `is_safe_to_repeat`)."""
 
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-    retry_on: tuple[str | int, ...] = DEFAULT_RETRY_ON
     methods: frozenset[str] = IDEMPOTENT_METHODS
     per_try_timeout_seconds: float | None = None
     deadline_seconds: float | None = None
@@ -148,13 +148,32 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"a retry policy needs at least 1 attempt, got {self.attempts}")
-        words, statuses = _status_matcher(self.retry_on)
-        object.__setattr__(self, "_words", words)
-        object.__setattr__(self, "_statuses", statuses)
 
     @property
     def max_attempts(self) -> int:
         return self.attempts
+
+    def may_repeat(self, failure: AttemptFailure) -> bool:
+        """Attempts are left, and repeating this request is safe."""
+        if failure.attempt >= self.attempts:
+            return False
+        return is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent)
+
+    def backoff_seconds(self, retry_number: int, previous_seconds: float | None) -> float:
+        return self.backoff.delay(retry_number, previous_seconds, self.rng)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy(RetryBounds):
+    """A declared retry policy: the failures in `retry_on` are retried, within the bounds."""
+
+    retry_on: tuple[str | int, ...] = DEFAULT_RETRY_ON
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        words, statuses = _status_matcher(self.retry_on)
+        object.__setattr__(self, "_words", words)
+        object.__setattr__(self, "_statuses", statuses)
 
     def matches(self, failure: AttemptFailure) -> bool:
         condition = failure.condition
@@ -162,51 +181,27 @@ class RetryPolicy:
             return condition in self._statuses  # type: ignore[attr-defined]
         return condition in self._words  # type: ignore[attr-defined]
 
-    def is_safe(self, failure: AttemptFailure) -> bool:
-        """A retry is safe when nothing was sent, or when repeating the request is harmless."""
-        return is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent)
-
     async def should_retry(self, failure: AttemptFailure) -> bool:
-        if failure.attempt >= self.attempts:
-            return False
-        return self.matches(failure) and self.is_safe(failure)
-
-    def backoff_seconds(self, retry_number: int, previous_seconds: float | None) -> float:
-        return self.backoff.delay(retry_number, previous_seconds, self.rng)
+        return self.may_repeat(failure) and self.matches(failure)
 
 
 NO_RETRY = RetryPolicy(attempts=1, budget_ratio=None)
 """Send once, never again."""
 
 
-@dataclass(frozen=True)
-class PluginRetryPolicy:
+@dataclass(frozen=True, kw_only=True)
+class PluginRetryPolicy(RetryBounds):
     """A retry policy that asks a Python callable `(exception, attempt) -> bool`.
 
-    The callable decides which failures to retry; attempts stay bounded, the wait follows
-    `backoff`, and the idempotency rules hold as for a declared policy: a plug-in cannot
-    retry forever, without pause, or repeat a POST that may have reached the upstream.
+    The callable decides which failures to retry; the bounds hold as for a declared
+    policy: a plug-in cannot retry forever, without pause, or repeat a POST that may have
+    reached the upstream.
     """
 
     decide: RetryPluginCallable
-    attempts: int = 3
-    backoff: Backoff = field(default_factory=Backoff)
-    methods: frozenset[str] = IDEMPOTENT_METHODS
-    per_try_timeout_seconds: float | None = None
-    deadline_seconds: float | None = None
-    respect_retry_after: bool = True
-    budget_ratio: float | None = 0.2
-    retry_non_idempotent: bool = False
-    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
-
-    @property
-    def max_attempts(self) -> int:
-        return self.attempts
 
     async def should_retry(self, failure: AttemptFailure) -> bool:
-        if failure.attempt >= self.attempts:
-            return False
-        if not is_safe_to_repeat(failure, self.methods, self.retry_non_idempotent):
+        if not self.may_repeat(failure):
             return False
         try:
             verdict = self.decide(failure.error, failure.attempt)
@@ -217,9 +212,6 @@ class PluginRetryPolicy:
             logger.warning("retry plug-in %r failed; not retrying", self.decide, exc_info=True)
             return False
         return bool(verdict)
-
-    def backoff_seconds(self, retry_number: int, previous_seconds: float | None) -> float:
-        return self.backoff.delay(retry_number, previous_seconds, self.rng)
 
 
 def as_retry_policy(policy: RetryDecider | RetryPluginCallable | None) -> RetryDecider:
