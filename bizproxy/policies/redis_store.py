@@ -40,13 +40,13 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allowed_at = new_tat - burst * interval
-if allowed_at > now then
-  return string.format('%.17g', allowed_at - now)
+local backlog = math.max(tat - now, 0)
+local wait = backlog - (burst - 1) * interval
+local new_tat = now + backlog + interval
+if wait > 0 then
+  return string.format('%.17g', wait)
 end
-local ttl_ms = math.max(1, math.ceil((new_tat - now) * 1000))
+local ttl_ms = math.max(1, math.ceil((backlog + interval) * 1000))
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl_ms)
 return '0'
 """

@@ -72,11 +72,13 @@ class MemoryThrottleStore:
         now = self._clock()
         interval = 1.0 / rate_per_second
 
-        tat = self._tat.get(key, now)
-        new_tat = (tat if tat > now else now) + interval
-        allowed_at = new_tat - burst * interval
-        if allowed_at > now:
-            return allowed_at - now
+        # The wait is computed from the backlog rather than as (now + interval) - interval,
+        # whose rounding at a large clock value could refuse a full bucket's first token.
+        backlog = max(self._tat.get(key, now) - now, 0.0)
+        wait = backlog - (burst - 1) * interval
+        if wait > 0:
+            return wait
+        new_tat = now + backlog + interval
 
         if key not in self._tat and len(self._tat) >= self._sweep_at:
             self._sweep(now)

@@ -387,3 +387,16 @@ async def test_redis_store_reloads_script_after_flush(own_redis: RedisServer) ->
     finally:
         await store.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "clock_value", [1.0, 4092.2559906841902, 16342.204153625416, 65483.98140820866]
+)
+def test_memory_store_admits_a_full_buckets_first_token_at_any_clock_value(
+    clock_value: float,
+) -> None:
+    """A budget of 1/min with burst 1 admits its first request whatever the clock reads
+    (rounding of now + interval - interval once refused it)."""
+    store = MemoryThrottleStore(clock=lambda: clock_value)
+    assert store.take_now("t", 1 / 60, 1) == 0.0
+    assert store.take_now("t", 1 / 60, 1) == pytest.approx(60.0)
