@@ -28,10 +28,16 @@ CANDIDATES: dict[str, tuple[str, str]] = {
     "httpx-pyreqwest": ("pyreqwest", "pyreqwest"),
     "httpx-pycurl": ("httpx_pycurl", "httpx-pycurl"),
     "aiohttp": ("aiohttp", "aiohttp"),
+    # bizproxy's own HTTP/1.1 transport (httptools parsing, asyncio sockets).
+    "httpx-bizproxy-http1": ("bizproxy", "bizproxy"),
     # The same transports called without AsyncClient.send: what the client's own work costs.
     "direct-httpx-default": ("httpcore", "httpx"),
     "direct-httpx-aiohttp": ("httpx_aiohttp", "httpx-aiohttp"),
+    "direct-httpx-bizproxy-http1": ("bizproxy", "bizproxy"),
+    # bizproxy's transport as the proxy calls it: send() and read_chunk(), no httpx.Request.
+    "bizproxy-http1-send": ("bizproxy", "bizproxy"),
 }
+SEND_CANDIDATE = "bizproxy-http1-send"
 DIRECT_PREFIX = "direct-"
 BASELINE = "aiohttp"
 REFERENCE = "httpx-default"
@@ -62,6 +68,14 @@ def make_transport(
         return _aiohttp_transport(limits)
     if name == "httpx-pyreqwest":
         return _pyreqwest_transport(max_connections, timeout)
+    if name == "httpx-bizproxy-http1":
+        from bizproxy.http1 import Http1Transport
+
+        return Http1Transport(
+            max_connections=max_connections,
+            max_keepalive=max_connections,
+            keepalive_expiry_seconds=5.0,
+        )
     if name == "httpx-pycurl":
         from httpx_pycurl import AsyncPyCurlTransport  # type: ignore[import-not-found]
 
@@ -149,6 +163,25 @@ async def _aiohttp_sender(url: str, concurrency: int) -> tuple[Send, Any]:
     return send, session
 
 
+async def _bizproxy_sender(url: str, concurrency: int) -> tuple[Send, Any]:
+    from bizproxy.http1 import Http1Body
+
+    transport = make_transport(
+        "httpx-bizproxy-http1", max_connections=max(concurrency, 1), timeout=httpx.Timeout(10.0)
+    )
+    timeouts = httpx.Timeout(10.0).as_dict()
+
+    async def send() -> int:
+        response = await transport.send("GET", url, [], None, timeouts)  # type: ignore[attr-defined]
+        body = response.stream
+        assert isinstance(body, Http1Body)
+        while await body.read_chunk():
+            pass
+        return int(response.status_code)
+
+    return send, transport
+
+
 async def _drive(send: Send, requests: int, concurrency: int, max_seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
@@ -196,6 +229,8 @@ async def measure(
     """Warm the pool, then time ``requests`` GETs (for at most ``max_seconds``) from C tasks."""
     if name == BASELINE:
         send, closer = await _aiohttp_sender(url, concurrency)
+    elif name == SEND_CANDIDATE:
+        send, closer = await _bizproxy_sender(url, concurrency)
     elif name.startswith(DIRECT_PREFIX):
         send, closer = await _direct_sender(name, url, concurrency)
     else:

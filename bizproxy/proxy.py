@@ -1,7 +1,8 @@
 """HTTPXFastAPIProxy: one upstream, its connection pool, and the retry and throttle loop.
 
-This and `forward` are the only modules that touch httpx. Every httpx exception is
-translated into a bizproxy exception in `translate_httpx_error`, and nowhere else.
+This, `forward` and the transport (`http1`) are the only modules that touch httpx. Every
+httpx exception is translated into a bizproxy exception in `translate_httpx_error`, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bizproxy.errors import (
     UpstreamTimeout,
 )
 from bizproxy.health import HealthCheck, HealthChecker
+from bizproxy.http1 import Http1Body, Http1Transport
 from bizproxy.inbox import Inbox
 from bizproxy.interface import JSON, RetryPluginCallable, ThrottlePluginCallable
 from bizproxy.metrics import UpstreamMetrics
@@ -43,7 +45,6 @@ from bizproxy.policies.retry import (
 )
 from bizproxy.policies.throttle import Throttle, as_throttle
 from bizproxy.targets import Target, TargetSet
-from bizproxy.transport import AiohttpTransport
 
 logger = logging.getLogger("bizproxy.proxy")
 
@@ -212,6 +213,9 @@ class UpstreamResponse:
 
     def __init__(self, response: httpx.Response, *, upstream: str | None, attempts: int) -> None:
         self._response = response
+        stream = response.stream
+        self._direct = stream if isinstance(stream, Http1Body) else None
+        self._chunks: AsyncIterator[bytes] | None = None
         self.upstream = upstream
         self.attempts = attempts
         self.status_code = response.status_code
@@ -220,8 +224,10 @@ class UpstreamResponse:
 
     @property
     def content_length(self) -> int | None:
-        value = self._response.headers.get("content-length")
-        return int(value) if value is not None and value.isdigit() else None
+        for key, value in self.raw_headers:
+            if key.lower() == b"content-length":
+                return int(value) if value.isdigit() else None
+        return None
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -231,15 +237,24 @@ class UpstreamResponse:
         value: str | None = self._response.headers.get(name)
         return value
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as the upstream sent it, encoding untouched, piece by piece."""
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body as the upstream sent it (encoding untouched); b""
+        at its end."""
         try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
+            if self._direct is not None:
+                return await self._direct.read_chunk()
+            if self._chunks is None:
+                self._chunks = self._response.aiter_raw()
+            return await anext(self._chunks, b"")
         except httpx.HTTPError as error:
             raise translate_httpx_error(
                 error, upstream=self.upstream, action="reading the answer"
             ) from error
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as the upstream sent it, encoding untouched, piece by piece."""
+        while chunk := await self.read_chunk():
+            yield chunk
 
     async def aread(self) -> bytes:
         """The whole body, decoded from its content-encoding."""
@@ -254,7 +269,10 @@ class UpstreamResponse:
         return jsonlib.loads(self._response.content)
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        if self._direct is not None:
+            self._direct.release()
+        else:
+            await self._response.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -379,9 +397,10 @@ class HTTPXFastAPIProxy:
     ) -> None:
         await self.disconnect()
 
-    def _new_transport(self) -> AiohttpTransport:
-        return AiohttpTransport(
+    def _new_transport(self) -> Http1Transport:
+        return Http1Transport(
             max_connections=self.pool.max_connections,
+            max_keepalive=self.pool.max_keepalive,
             keepalive_expiry_seconds=self.pool.keepalive_expiry_seconds,
         )
 

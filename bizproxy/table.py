@@ -330,6 +330,7 @@ def build_targets(
             target = new_target(
                 url,
                 max_connections=pool.max_connections,
+                max_keepalive=pool.max_keepalive,
                 keepalive_expiry_seconds=pool.keepalive_expiry_seconds,
             )
         breaker = None

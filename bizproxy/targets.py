@@ -30,8 +30,8 @@ from bizproxy.errors import (
     NoHealthyTarget,
     UpstreamError,
 )
+from bizproxy.http1 import Http1Transport
 from bizproxy.policies.breaker import CircuitBreaker
-from bizproxy.transport import AiohttpTransport
 
 logger = logging.getLogger("bizproxy.health")
 
@@ -124,7 +124,7 @@ class Target:
     ) -> Awaitable[httpx.Response]:
         """One request on this target's pool, up to the answer's headers."""
         transport = self.transport
-        if isinstance(transport, AiohttpTransport):
+        if isinstance(transport, Http1Transport):
             return transport.send(method, url, headers, content, timeout)
         request = httpx.Request(
             method, url, headers=headers, content=content, extensions={"timeout": timeout}
@@ -203,10 +203,14 @@ class Target:
         }
 
 
-def new_target(url: str, *, max_connections: int, keepalive_expiry_seconds: float) -> Target:
-    """A target with its own aiohttp pool (created on first use)."""
-    transport = AiohttpTransport(
-        max_connections=max_connections, keepalive_expiry_seconds=keepalive_expiry_seconds
+def new_target(
+    url: str, *, max_connections: int, max_keepalive: int, keepalive_expiry_seconds: float
+) -> Target:
+    """A target with its own connection pool."""
+    transport = Http1Transport(
+        max_connections=max_connections,
+        max_keepalive=max_keepalive,
+        keepalive_expiry_seconds=keepalive_expiry_seconds,
     )
     return Target(url, transport=transport)
 

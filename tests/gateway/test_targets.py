@@ -175,9 +175,9 @@ async def test_targets_reload_changing_the_list_keeps_remaining_pools(tmp_path: 
             old = gateway.proxy("orders")
             assert await count_failures(old, 4) == 0
             kept = old.targets.targets[0]
-            session = kept.transport._session  # type: ignore[attr-defined]
+            pools = dict(kept.transport._pools)  # type: ignore[attr-defined]
             dropped = old.targets.targets[1]
-            assert session is not None and len(health_tasks()) == 1
+            assert pools and len(health_tasks()) == 1
 
             (tmp_path / "routes.yaml").write_text(config([urls[0], urls[2]], health=health))
             assert gateway.reloader is not None
@@ -185,14 +185,14 @@ async def test_targets_reload_changing_the_list_keeps_remaining_pools(tmp_path: 
             new = gateway.proxy("orders")
             assert new is not old
             assert new.targets.targets[0] is kept
-            assert kept.transport._session is session  # type: ignore[attr-defined]
+            assert kept.transport._pools == pools  # type: ignore[attr-defined]
             assert await count_failures(new, 4) == 0
 
             deadline = time.monotonic() + 5
             while old.is_connected:
                 assert time.monotonic() < deadline, "the old proxy was never retired"
                 await asyncio.sleep(0.05)
-            assert kept.transport._session is session  # type: ignore[attr-defined]
-            assert dropped.transport._session is None  # type: ignore[attr-defined]
+            assert kept.transport._pools == pools  # type: ignore[attr-defined]
+            assert dropped.transport._pools == {}  # type: ignore[attr-defined]
             assert not old.health_checks_running and len(health_tasks()) == 1
         assert not health_tasks()

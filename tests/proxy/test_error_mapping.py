@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
 
-import aiohttp
 import httpx
 import pytest
 
 from bizproxy import BusinessProxyException, ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import _HTTPX_ERRORS, parse_retry_after, translate_httpx_error
-from bizproxy.transport import as_httpx_error
 
 
 def httpx_exception_classes() -> list[type[Exception]]:
@@ -68,30 +65,6 @@ async def test_proxy_dns_failure_raises_connection_failure() -> None:
     assert caught.value.kind == "connect-error"
     assert "Name or service not known" in str(caught.value)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
-
-
-def test_transport_maps_aiohttp_dns_failure_to_connect_error() -> None:
-    """A failed name lookup in aiohttp becomes httpx's ConnectError (nothing was sent)."""
-    key = SimpleNamespace(host="orders.invalid", port=80, ssl=None)
-    dns = aiohttp.ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))  # type: ignore[arg-type]
-    translated = as_httpx_error(dns)
-    assert type(translated) is httpx.ConnectError
-    assert translated.__cause__ is dns
-
-
-@pytest.mark.parametrize(
-    ("cause", "expected"),
-    [
-        (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
-        (aiohttp.SocketTimeoutError(), httpx.ReadTimeout),
-        (aiohttp.ConnectionTimeoutError(), httpx.ConnectTimeout),
-        (aiohttp.ClientPayloadError("cut"), httpx.ReadError),
-    ],
-    ids=lambda value: type(value).__name__,
-)
-def test_transport_maps_each_aiohttp_failure(cause: Exception, expected: type) -> None:
-    """Each aiohttp failure becomes the httpx exception that names it."""
-    assert type(as_httpx_error(cause)) is expected
 
 
 @pytest.mark.parametrize(

@@ -57,9 +57,29 @@ def serve_raw(handler: Handler) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, Any] = {}
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await handler(reader, writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        finally:
+            handlers.discard(task)
+
+    async def stop() -> None:
+        # Handlers still running get a moment to see the client's close before the
+        # loop stops, so that none is destroyed with its connection open.
+        if handlers:
+            await asyncio.wait(set(handlers), timeout=2)
+        holder["task"].cancel()
 
     async def main() -> None:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
         holder["server"] = server
         holder["port"] = server.sockets[0].getsockname()[1]
         started.set()
@@ -80,7 +100,7 @@ def serve_raw(handler: Handler) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{holder['port']}"
     finally:
-        loop.call_soon_threadsafe(holder["task"].cancel)
+        asyncio.run_coroutine_threadsafe(stop(), loop)
         thread.join(timeout=10)
 
 

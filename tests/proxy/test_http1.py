@@ -1,0 +1,354 @@
+"""bizproxy's outbound HTTP/1.1 transport against real sockets: pooling, framing, failures.
+
+The upstreams here are raw asyncio servers that answer with exact bytes, so each test
+decides what goes over the wire, and sees what bizproxy sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout
+from bizproxy.http1 import Http1Body, Http1Transport
+from bizproxy.policies.retry import NO_RETRY
+from bizproxy.proxy import PoolLimits, Timeouts
+from tests.support.servers import serve_raw
+
+TIMEOUTS = httpx.Timeout(5.0).as_dict()
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+@dataclass
+class Seen:
+    """What a raw upstream saw: connections opened, requests read, most at once."""
+
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    requests: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
+    """One request's head and body (by Content-Length or chunked); None at EOF."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.lower().split(b"\r\n")
+    length = next((int(line[15:]) for line in lines if line.startswith(b"content-length:")), 0)
+    if b"transfer-encoding: chunked" in lines:
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            body += await reader.readexactly(size + 2)
+            body = body[:-2]
+        await reader.readuntil(b"\r\n")
+        return head, body
+    return head, await reader.readexactly(length) if length else b""
+
+
+Answer = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[bool]]
+"""Writes the answer to one request; returns False to close the connection."""
+
+
+def answering(answer: bytes, *, delay: float = 0.0, close: bool = False) -> Answer:
+    async def write(_head: bytes, _body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(answer)
+        await writer.drain()
+        return not close
+
+    return write
+
+
+@contextlib.contextmanager
+def upstream(answer: Answer) -> Iterator[tuple[str, Seen]]:
+    seen = Seen()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.connections += 1
+        seen.open_now += 1
+        seen.most_open = max(seen.most_open, seen.open_now)
+        try:
+            while (request := await read_request(reader)) is not None:
+                seen.requests.append(request)
+                if not await answer(*request, writer):
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            seen.open_now -= 1
+            writer.close()
+
+    with serve_raw(handle) as url:
+        yield url, seen
+
+
+@contextlib.asynccontextmanager
+async def transport(**limits: float) -> AsyncIterator[Http1Transport]:
+    settings = {"max_connections": 10, "max_keepalive": 10, "keepalive_expiry_seconds": 5.0}
+    settings.update(limits)
+    made = Http1Transport(
+        max_connections=int(settings["max_connections"]),
+        max_keepalive=int(settings["max_keepalive"]),
+        keepalive_expiry_seconds=settings["keepalive_expiry_seconds"],
+    )
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def get(
+    client: Http1Transport,
+    url: str,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    content: object = None,
+) -> tuple[int, bytes]:
+    response = await client.send(method, url, headers or [], content, TIMEOUTS)
+    body = response.stream
+    assert isinstance(body, Http1Body)
+    chunks = []
+    while chunk := await body.read_chunk():
+        chunks.append(chunk)
+    return response.status_code, b"".join(chunks)
+
+
+async def test_http1_reuses_one_connection_for_requests_in_turn() -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            for _ in range(5):
+                assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 1
+    assert len(seen.requests) == 5
+
+
+async def test_http1_opens_at_most_max_connections() -> None:
+    with upstream(answering(OK, delay=0.1)) as (url, seen):
+        async with transport(max_connections=2) as client:
+            answers = await asyncio.gather(*(get(client, f"{url}/x") for _ in range(6)))
+    assert answers == [(200, b"ok")] * 6
+    assert seen.most_open == 2
+    assert seen.connections == 2
+
+
+async def test_http1_waiting_for_a_pooled_connection_times_out_as_pool_phase() -> None:
+    with upstream(answering(OK, delay=1.0)) as (url, _seen):
+        timeouts = Timeouts(pool_seconds=0.1)
+        pool = PoolLimits(max_connections=1)
+        async with HTTPXFastAPIProxy(url, NO_RETRY, timeouts=timeouts, pool=pool) as proxy:
+            slow = asyncio.create_task(proxy.request("GET", "/slow"))
+            await asyncio.sleep(0.2)
+            with pytest.raises(UpstreamTimeout) as caught:
+                await proxy.request("GET", "/waits")
+            assert caught.value.phase == "pool"
+            answer = await slow
+            assert (answer.status_code, await answer.aread()) == (200, b"ok")
+            await answer.aclose()
+
+
+async def test_http1_keeps_no_idle_connection_with_max_keepalive_zero() -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport(max_keepalive=0) as client:
+            for _ in range(3):
+                assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 3
+
+
+async def test_http1_closes_idle_connections_after_the_keepalive_expiry() -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport(keepalive_expiry_seconds=0.1) as client:
+            await get(client, f"{url}/x")
+            await get(client, f"{url}/x")
+            await asyncio.sleep(0.25)
+            await get(client, f"{url}/x")
+    assert seen.connections == 2
+
+
+async def test_http1_replaces_an_idle_connection_the_upstream_closed() -> None:
+    with upstream(answering(OK, close=True)) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x") == (200, b"ok")
+            await asyncio.sleep(0.1)
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 2
+
+
+async def test_http1_reads_a_chunked_answer_and_reuses_the_connection() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    with upstream(answering(chunked)) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x") == (200, b"abcde")
+            assert await get(client, f"{url}/x") == (200, b"abcde")
+    assert seen.connections == 1
+
+
+async def test_http1_reads_an_answer_without_length_until_close() -> None:
+    with upstream(answering(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close=True)) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x") == (200, b"until the end")
+            assert await get(client, f"{url}/x") == (200, b"until the end")
+    assert seen.connections == 2
+
+
+async def test_http1_head_answer_ends_with_its_head() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+    with upstream(answering(head)) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x", method="HEAD") == (200, b"")
+            assert await get(client, f"{url}/x", method="HEAD") == (200, b"")
+    assert seen.connections == 1
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_http1_answers_that_cannot_have_a_body_end_at_once(status: int) -> None:
+    with upstream(answering(f"HTTP/1.1 {status} X\r\n\r\n".encode())) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x") == (status, b"")
+            assert await get(client, f"{url}/x") == (status, b"")
+    assert seen.connections == 1
+
+
+async def test_http1_skips_informational_answers() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"
+    with upstream(answering(answer)) as (url, _seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x", method="POST", content=b"body") == (201, b"ok")
+
+
+async def test_http1_sends_only_host_framing_and_the_given_headers() -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            await get(client, f"{url}/a%2Fb?q=%20x&q=", headers=[("x-one", "1")])
+            await get(client, f"{url}/post", method="POST", headers=[("x-two", "2")])
+            await get(client, f"{url}/put", method="PUT", content=b"12345")
+    host = url.removeprefix("http://").encode()
+    assert [head for head, _ in seen.requests] == [
+        b"GET /a%2Fb?q=%20x&q= HTTP/1.1\r\nhost: " + host + b"\r\nx-one: 1\r\n\r\n",
+        b"POST /post HTTP/1.1\r\nhost: " + host + b"\r\nx-two: 2\r\ncontent-length: 0\r\n\r\n",
+        b"PUT /put HTTP/1.1\r\nhost: " + host + b"\r\ncontent-length: 5\r\n\r\n",
+    ]
+    assert seen.requests[2][1] == b"12345"
+
+
+async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield chunk
+
+
+async def test_http1_streams_a_body_chunked_or_with_its_declared_length() -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            await get(client, f"{url}/chunked", method="POST", content=pieces(b"ab", b"", b"cd"))
+            declared = [("content-length", "4")]
+            await get(
+                client,
+                f"{url}/sized",
+                method="POST",
+                headers=declared,
+                content=pieces(b"wx", b"yz"),
+            )
+    (chunked_head, chunked_body), (sized_head, sized_body) = seen.requests
+    assert b"transfer-encoding: chunked\r\n" in chunked_head and chunked_body == b"abcd"
+    assert b"content-length: 4\r\n" in sized_head and b"transfer-encoding" not in sized_head
+    assert sized_body == b"wxyz"
+
+
+async def test_http1_stops_uploading_when_the_upstream_answers_early() -> None:
+    async def refuse_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Too Large\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbig")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.close()
+
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while sent < 256 * 1024 * 1024:
+            sent += 1024 * 1024
+            yield b"x" * (1024 * 1024)
+
+    with serve_raw(refuse_at_once) as url:
+        async with transport() as client:
+            status, body = await get(client, f"{url}/upload", method="POST", content=endless())
+    assert (status, body) == (413, b"big")
+    assert sent < 64 * 1024 * 1024
+
+
+async def test_http1_malformed_answer_is_a_reset_connection_failure() -> None:
+    with upstream(answering(b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n")) as (url, _seen):
+        async with HTTPXFastAPIProxy(url, NO_RETRY) as proxy:
+            with pytest.raises(ConnectionFailure) as caught:
+                await proxy.request("GET", "/x")
+    assert caught.value.kind == "reset"
+    assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+    assert "broke HTTP/1.1" in str(caught.value.__cause__)
+
+
+async def test_http1_answer_cut_short_raises_read_error() -> None:
+    cut = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b"
+    with upstream(answering(cut, close=True)) as (url, _seen):
+        async with transport() as client:
+            response = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+            body = response.stream
+            assert isinstance(body, Http1Body)
+            assert await body.read_chunk() == b"only ten b"
+            with pytest.raises(httpx.ReadError, match="before the answer's body was complete"):
+                await body.read_chunk()
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.05], ids=["same-packet", "later"])
+async def test_http1_bytes_after_an_answer_retire_the_connection(pause: float) -> None:
+    stray = b"HTTP/1.1 500 Stray\r\ncontent-length: 0\r\n\r\n"
+
+    async def answer_twice(_head: bytes, _body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK)
+        if pause:
+            await writer.drain()
+            await asyncio.sleep(pause)
+        writer.write(stray)
+        await writer.drain()
+        return True
+
+    with upstream(answer_twice) as (url, seen):
+        async with transport() as client:
+            assert await get(client, f"{url}/x") == (200, b"ok")
+            await asyncio.sleep(0.1)
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("x-evil", "a\r\nx-injected: 1"), ("bad name", "v"), ("x-nul", "a\x00")]
+)
+async def test_http1_refuses_headers_that_would_break_the_request(name: str, value: str) -> None:
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            with pytest.raises(httpx.LocalProtocolError, match=f"header {name!r} cannot be sent"):
+                await get(client, f"{url}/x", headers=[(name, value)])
+    assert seen.requests == []
+
+
+async def test_http1_closing_the_transport_closes_connections_in_use() -> None:
+    slow = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf"
+    with upstream(answering(slow)) as (url, _seen):
+        client = Http1Transport(max_connections=2, max_keepalive=2, keepalive_expiry_seconds=5)
+        response = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+        body = response.stream
+        assert isinstance(body, Http1Body)
+        assert await body.read_chunk() == b"half"
+        await client.aclose()
+        with pytest.raises(httpx.ReadError):
+            await body.read_chunk()
