@@ -84,7 +84,8 @@ class PoolLimits:
     """Connection pool bounds for one upstream."""
 
     max_connections: int = 100
-    max_keepalive: int = 20
+    max_keepalive: int | None = None
+    """Idle connections kept; None: up to max_connections."""
     keepalive_expiry_seconds: float = 5.0
 
 

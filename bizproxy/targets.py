@@ -204,7 +204,7 @@ class Target:
 
 
 def new_target(
-    url: str, *, max_connections: int, max_keepalive: int, keepalive_expiry_seconds: float
+    url: str, *, max_connections: int, max_keepalive: int | None, keepalive_expiry_seconds: float
 ) -> Target:
     """A target with its own connection pool."""
     transport = Http1Transport(

@@ -270,12 +270,15 @@ class PoolConfig(_Model):
     """Connection pool bounds of one upstream."""
 
     max_connections: StrictInt = Field(100, ge=1)
-    max_keepalive: StrictInt = Field(20, ge=0)
+    # Idle connections kept; unset keeps up to max_connections. A lower bound closes
+    # connections a busy upstream needs again a moment later (each then costs a new
+    # handshake and leaves a socket in TIME_WAIT); keepalive_expiry retires idle ones.
+    max_keepalive: StrictInt | None = Field(None, ge=0)
     keepalive_expiry: Duration = 5.0
 
     @model_validator(mode="after")
     def _keepalive_within_connections(self) -> PoolConfig:
-        if self.max_keepalive > self.max_connections:
+        if self.max_keepalive is not None and self.max_keepalive > self.max_connections:
             raise ValueError(
                 f"max_keepalive ({self.max_keepalive}) exceeds max_connections "
                 f"({self.max_connections})"

@@ -104,7 +104,7 @@ def test_models_spread_a_single_timeout_over_every_phase(full: LoadedConfig) -> 
 def test_models_fill_defaults(full: LoadedConfig) -> None:
     """Unset keys take their documented defaults."""
     reports = full.model.upstreams["reports"]
-    assert (reports.pool.max_connections, reports.pool.max_keepalive) == (100, 20)
+    assert (reports.pool.max_connections, reports.pool.max_keepalive) == (100, None)
     assert (reports.send.method, reports.send.path, reports.inbox.max_messages) == (
         "POST",
         "/send",

@@ -352,3 +352,16 @@ async def test_http1_closing_the_transport_closes_connections_in_use() -> None:
         await client.aclose()
         with pytest.raises(httpx.ReadError):
             await body.read_chunk()
+
+
+async def test_http1_default_pool_keeps_every_connection_a_burst_opened() -> None:
+    """Unset max_keepalive keeps up to max_connections idle: a second burst reuses them all."""
+    with upstream(answering(OK, delay=0.05)) as (url, seen):
+        async with HTTPXFastAPIProxy(url, NO_RETRY) as proxy:
+            for _ in range(2):
+                answers = await asyncio.gather(*(proxy.request("GET", "/x") for _ in range(30)))
+                for answer in answers:
+                    assert await answer.aread() == b"ok"
+                    await answer.aclose()
+    assert seen.connections == 30
+    assert len(seen.requests) == 60
