@@ -17,6 +17,7 @@ from dataclasses import replace
 from bench import report
 from bench.harness import SCENARIOS, Results, Settings, run_benchmark, save
 from bench.targets import KINDS
+from bench.verdict import print_verdicts
 
 COLUMNS = [
     "target",
@@ -62,6 +63,7 @@ def print_results(results: Results) -> None:
     print(report.table(COLUMNS, table_rows(results)))
     if any(row["scenario"] == "guarded-get" for row in results.rows):
         print("x naive for guarded-get is against the naive forwarder's plain get.")
+    print_verdicts(results.rows)
     if results.check:
         check = results.check
         print(

@@ -55,3 +55,37 @@ def test_compare_marks_rows_slower_beyond_threshold() -> None:
 
     assert slower == 1
     assert rows[0][-1] == "SLOWER"
+
+
+def _row(target: str, scenario: str, routes: int | None, *rps: float, p99: float = 10.0) -> dict:
+    runs = [{"rps": value, "p99_ms": p99} for value in rps]
+    return {
+        "target": target,
+        "scenario": scenario,
+        "routes": routes,
+        "runs": runs,
+        "peak_rss_mib": 70.0,
+    }
+
+
+def test_verdict_pairs_rounds_and_judges_each_target() -> None:
+    """Ratios are medians of same-round ratios; each speed target is met or not by them."""
+    from bench.verdict import verdicts
+
+    rows = [
+        _row("naive", "get", None, 100, 50, 100),
+        _row("aiohttp", "get", None, 1000, 500, 1000, p99=20.0),
+        _row("bizproxy", "get", 10, 1100, 560, 900, p99=15.0),
+        _row("bizproxy", "get", 1000, 1000, 500, 900),
+        _row("bizproxy", "guarded-get", 10, 800, 400, 700),
+    ]
+    found = {verdict.target: verdict for verdict in verdicts(rows)}
+    naive = found["get, 10 routes: at least 3x the naive forwarder"]
+    assert (naive.figures, naive.met) == ("11.00x the naive forwarder", True)
+    aiohttp = found["get, 10 routes: at least the aiohttp forwarder, p99 no worse"]
+    assert (aiohttp.figures, aiohttp.met) == ("1.10x its req/s, p99 0.75x its p99", True)
+    assert found["post-64k, 10 routes: at least the aiohttp forwarder, p99 no worse"].met is None
+    routes = found["get: 1000 routes within 10% of 10"]
+    assert (routes.figures, routes.met) == ("0.91x the req/s of 10 routes", True)
+    guarded = found["guarded-get, 10 routes: throttle tag and retry policy cost at most 15%"]
+    assert (guarded.figures, guarded.met) == ("0.73x the plain route's req/s", False)
