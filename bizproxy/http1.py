@@ -353,6 +353,8 @@ class _Pool:
             async with asyncio.timeout(timeout):
                 return await turn
         except TimeoutError:
+            if turn.done() and not turn.cancelled():
+                return turn.result()  # the turn came in the same loop turn as the timeout
             raise httpx.PoolTimeout("timed out waiting for a pooled connection") from None
         except BaseException:
             if turn.done() and not turn.cancelled():

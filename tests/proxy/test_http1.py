@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout
-from bizproxy.http1 import Http1Body, Http1Transport
+from bizproxy.http1 import Http1Body, Http1Transport, _Pool
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import PoolLimits, Timeouts
 from tests.support.servers import serve_raw
@@ -365,3 +366,33 @@ async def test_http1_default_pool_keeps_every_connection_a_burst_opened() -> Non
                     await answer.aclose()
     assert seen.connections == 30
     assert len(seen.requests) == 60
+
+
+def pool_of(client: Http1Transport) -> _Pool:
+    """The transport's only pool (white-box: counts are not visible from outside)."""
+    (pool,) = client._pools.values()
+    return pool
+
+
+async def test_http1_connection_handed_over_as_the_pool_timeout_fires_is_kept() -> None:
+    """A connection released to a waiter in the same turn its pool timeout fires is not lost."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport(max_connections=1) as client:
+            first = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+            body = first.stream
+            assert isinstance(body, Http1Body) and await body.read_chunk() == b"ok"
+            loop = asyncio.get_running_loop()
+            waiting = asyncio.create_task(
+                client.send("GET", f"{url}/x", [], None, {**TIMEOUTS, "pool": 0.3})
+            )
+            await asyncio.sleep(0)
+            # Block the loop past the pool timeout, so that the release (due first) and
+            # the timeout run in one turn, before the waiter resumes.
+            loop.call_later(0.01, time.sleep, 0.5)
+            loop.call_later(0.02, body.release)
+            handed = (await waiting).stream
+            assert isinstance(handed, Http1Body) and await handed.read_chunk() == b"ok"
+            assert await handed.read_chunk() == b""
+            assert pool_of(client)._open == 1
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 1
