@@ -289,6 +289,15 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.lost and self.parse_error is None
 
+    def rest(self) -> None:
+        """Between exchanges: drop what was left unread and read again, so that the
+        upstream's close (or stray bytes) is seen while the connection is idle."""
+        self._chunks.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
@@ -395,6 +404,7 @@ class _Pool:
         if not connection.reusable or self.closed:
             connection.close()
             return
+        connection.rest()
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():

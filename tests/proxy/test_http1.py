@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout
+from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1
 from bizproxy.http1 import Http1Body, Http1Transport, _Pool
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import PoolLimits, Timeouts
@@ -395,4 +395,23 @@ async def test_http1_connection_handed_over_as_the_pool_timeout_fires_is_kept() 
             assert await handed.read_chunk() == b""
             assert pool_of(client)._open == 1
             assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 1
+
+
+async def test_http1_answer_left_unread_while_reading_paused_leaves_a_working_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole answer closed unread past the read-ahead limit leaves its connection reading."""
+    monkeypatch.setattr(http1, "_READ_AHEAD_BYTES", 4)
+    with upstream(answering(b"HTTP/1.1 503 Busy\r\ncontent-length: 10\r\n\r\n0123456789")) as (
+        url,
+        seen,
+    ):
+        async with transport() as client:
+            discarded = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+            await discarded.aclose()
+            quick = {**TIMEOUTS, "read": 1.0}
+            again = await client.send("GET", f"{url}/x", [], None, quick)
+            assert again.status_code == 503
+            await again.aclose()
     assert seen.connections == 1
