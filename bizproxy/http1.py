@@ -640,5 +640,10 @@ async def _send_body(
         # The body's source failed (the client went away, or sent too much): the upstream
         # got part of a request, so this connection is done.
         raise httpx.WriteError(f"the request body could not be read: {error}") from error
-    if chunked and not connection.head_ready:
+    if not chunked:
+        return
+    if connection.head_ready:
+        # Answered before the terminator went out: the upstream may still wait for it.
+        connection.keep_alive = False
+    else:
         connection.write(b"0\r\n\r\n")

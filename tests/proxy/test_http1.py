@@ -415,3 +415,30 @@ async def test_http1_answer_left_unread_while_reading_paused_leaves_a_working_co
             assert again.status_code == 503
             await again.aclose()
     assert seen.connections == 1
+
+
+async def test_http1_chunked_upload_answered_before_its_end_retires_the_connection() -> None:
+    """An answer that comes before the chunked body's terminator went out ends the connection."""
+    connections = 0
+
+    async def answer_on_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(OK)
+                await writer.drain()
+
+    with serve_raw(answer_on_head) as url:
+        async with transport() as client:
+
+            async def until_answered() -> AsyncIterator[bytes]:
+                yield b"a"
+                (connection,) = pool_of(client)._connections
+                while not connection.head_ready:
+                    await asyncio.sleep(0.01)
+
+            body = until_answered()
+            assert await get(client, f"{url}/up", "POST", content=body) == (200, b"ok")
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert connections == 2
