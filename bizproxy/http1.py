@@ -196,6 +196,9 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
+            # A body after a HEAD answer's head: the rest of it may come later, and would
+            # be read as the answer to the next request.
+            self.keep_alive = False
             return
         self._chunks.append(body)
         self._buffered += len(body)

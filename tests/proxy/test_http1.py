@@ -442,3 +442,32 @@ async def test_http1_chunked_upload_answered_before_its_end_retires_the_connecti
             assert await get(client, f"{url}/up", "POST", content=body) == (200, b"ok")
             assert await get(client, f"{url}/x") == (200, b"ok")
     assert connections == 2
+
+
+async def test_http1_head_answer_followed_by_body_bytes_retires_the_connection() -> None:
+    """Bytes after a HEAD answer's head, even in its packet, keep the connection from reuse."""
+    forged = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
+    body = b"x" * 10 + forged
+    connections = 0
+
+    async def head_with_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections > 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal")
+            await writer.drain()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body[:10]))
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(body[10:])
+            await writer.drain()
+
+    with serve_raw(head_with_body) as url:
+        async with transport() as client:
+            assert await get(client, f"{url}/x", "HEAD") == (200, b"")
+            assert await get(client, f"{url}/x") == (200, b"real")
+    assert connections == 2
