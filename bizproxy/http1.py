@@ -36,6 +36,9 @@ _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 # reader catches up, so a slow client never makes bizproxy hold a large body.
 _READ_AHEAD_BYTES = 256 * 1024
 _WRITE_CHUNK_BYTES = 64 * 1024
+# An answer's head (with any 1xx heads before it) must end within this much; llhttp sets
+# no limit of its own.
+_MAX_HEAD_BYTES = 64 * 1024
 
 _default_ssl_context: ssl.SSLContext | None = None
 
@@ -113,6 +116,7 @@ class _Connection(asyncio.Protocol):
         self.until_close = False
         self.stray = False
         self.parse_error: Exception | None = None
+        self._head_bytes = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._read_paused = False
@@ -138,6 +142,13 @@ class _Connection(asyncio.Protocol):
             self.parse_error = error
             self.keep_alive = False
             self._wake()
+            return
+        if not self.head_ready:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                self.parse_error = ValueError(f"the answer's head is over {_MAX_HEAD_BYTES} bytes")
+                self.keep_alive = False
+                self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -471,3 +471,22 @@ async def test_http1_head_answer_followed_by_body_bytes_retires_the_connection()
             assert await get(client, f"{url}/x", "HEAD") == (200, b"")
             assert await get(client, f"{url}/x") == (200, b"real")
     assert connections == 2
+
+
+async def test_http1_answer_head_without_end_is_refused_past_its_limit() -> None:
+    """An answer head that grows past 64 KiB without ending is a protocol error, not memory."""
+
+    async def endless_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):
+                writer.write(b"a" * 16384)
+                await writer.drain()
+            await reader.read()
+
+    with serve_raw(endless_head) as url:
+        async with transport() as client:
+            timeouts = {**TIMEOUTS, "read": 2.0}
+            with pytest.raises(httpx.RemoteProtocolError, match="head is over 65536 bytes"):
+                await client.send("GET", f"{url}/x", [], None, timeouts)
