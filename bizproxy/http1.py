@@ -359,11 +359,17 @@ class _Pool:
             # Else a slot was reserved for us (see `_wake_one`).
         else:
             self._open += 1
+        made: list[_Connection] = []
         try:
-            return await self._connect(loop, timeouts.get("connect"))
+            return await self._connect(loop, timeouts.get("connect"), made)
         except BaseException:
-            self._open -= 1
-            self._wake_one()
+            if made:
+                # Its socket opened before the failure, so connection_lost may count the
+                # slot out too: closing counts it out once either way.
+                made[0].close()
+            else:
+                self._open -= 1
+                self._wake_one()
             raise
 
     async def _wait_for_turn(
@@ -395,12 +401,20 @@ class _Pool:
             if turn in self._waiters:
                 self._waiters.remove(turn)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None, made: list[_Connection]
+    ) -> _Connection:
+        """A new connection; `made` holds it as soon as it exists, even if opening fails."""
         origin = self.origin
+
+        def make() -> _Connection:
+            made.append(_Connection(self))
+            return made[0]
+
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self),
+                    make,
                     origin.host,
                     origin.port,
                     ssl=_ssl_context() if origin.tls else None,

@@ -490,3 +490,28 @@ async def test_http1_answer_head_without_end_is_refused_past_its_limit() -> None
             timeouts = {**TIMEOUTS, "read": 2.0}
             with pytest.raises(httpx.RemoteProtocolError, match="head is over 65536 bytes"):
                 await client.send("GET", f"{url}/x", [], None, timeouts)
+
+
+async def test_http1_connect_timeout_after_the_socket_opened_frees_its_slot_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connect that times out once the socket is open counts its slot free once, not twice."""
+    made = http1._Connection.__init__
+
+    def slow_to_make(self: http1._Connection, pool: _Pool) -> None:
+        # Blocks the loop past the connect timeout while the socket is already open, so
+        # the timeout fires before create_connection returns, and it closes the socket.
+        time.sleep(0.3)
+        made(self, pool)
+
+    with upstream(answering(OK, delay=0.1)) as (url, seen):
+        async with transport(max_connections=1) as client:
+            monkeypatch.setattr(http1._Connection, "__init__", slow_to_make)
+            with pytest.raises(httpx.ConnectTimeout):
+                await client.send("GET", f"{url}/x", [], None, {**TIMEOUTS, "connect": 0.05})
+            monkeypatch.undo()
+            await asyncio.sleep(0.05)
+            assert pool_of(client)._open == 0
+            answers = await asyncio.gather(get(client, f"{url}/x"), get(client, f"{url}/x"))
+    assert answers == [(200, b"ok")] * 2
+    assert seen.most_open == 1
