@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.lost_error: BaseException | None = None
         self.idle_since = 0.0
         self._forgotten = False
+        self._closed_here = False
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._new_exchange("GET")
@@ -294,6 +295,8 @@ class _Connection(asyncio.Protocol):
         if not self.lost:
             return
         if before_head:
+            if self._closed_here:
+                raise httpx.ReadError("the transport was closed before the upstream answered")
             if isinstance(self.lost_error, ConnectionResetError):
                 raise httpx.ReadError("the upstream reset the connection before answering")
             raise httpx.RemoteProtocolError("the upstream closed the connection without answering")
@@ -314,6 +317,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self._closed_here = True
             self.transport.close()
         self._pool.forget(self)
 
@@ -386,7 +390,7 @@ class _Pool:
                 return turn.result()  # the turn came in the same loop turn as the timeout
             raise httpx.PoolTimeout("timed out waiting for a pooled connection") from None
         except BaseException:
-            if turn.done() and not turn.cancelled():
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
                 # Handed a connection or a slot just as we gave up: pass it on.
                 handed = turn.result()
                 if handed is not None:
@@ -465,8 +469,13 @@ class _Pool:
                 return
 
     def close(self) -> None:
-        """Close every connection, idle or in use (an answer still streaming ends)."""
+        """Close every connection, idle or in use (an answer still streaming ends), and
+        fail the requests waiting for one."""
         self.closed = True
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_exception(httpx.ConnectError("the transport is closed"))
         for connection in list(self._connections):
             connection.close()
         self._idle.clear()
@@ -523,6 +532,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self.max_keepalive = max_connections if max_keepalive is None else max_keepalive
         self.keepalive_expiry_seconds = keepalive_expiry_seconds
         self._pools: dict[tuple[str, str], _Pool] = {}
+        self._closed = False
 
     def _pool_for(self, scheme: str, authority: str) -> _Pool:
         pool = self._pools.get((scheme, authority))
@@ -570,9 +580,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         `headers` carry a Content-Length.
         """
         scheme, authority, target = _split_url(url)
-        pool = self._pool_for(scheme, authority)
-        if pool.closed:
+        if self._closed:
             raise httpx.ConnectError("the transport is closed")
+        pool = self._pool_for(scheme, authority)
         body = data.encode() if isinstance(data, str) else data
         head, streamed = _request_head(method, target, authority, headers, body)
         connection = await pool.acquire(timeout)
@@ -595,6 +605,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        self._closed = True
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()

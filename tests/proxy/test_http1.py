@@ -515,3 +515,30 @@ async def test_http1_connect_timeout_after_the_socket_opened_frees_its_slot_once
             answers = await asyncio.gather(get(client, f"{url}/x"), get(client, f"{url}/x"))
     assert answers == [(200, b"ok")] * 2
     assert seen.most_open == 1
+
+
+async def test_http1_closed_transport_refuses_new_requests() -> None:
+    """After aclose a request fails as not connected instead of opening a socket no one closes."""
+    with upstream(answering(OK)) as (url, seen):
+        client = Http1Transport(max_connections=2, keepalive_expiry_seconds=5)
+        assert await get(client, f"{url}/x") == (200, b"ok")
+        await client.aclose()
+        with pytest.raises(httpx.ConnectError, match="the transport is closed"):
+            await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+    assert seen.connections == 1
+
+
+async def test_http1_closing_the_transport_fails_requests_waiting_for_a_connection() -> None:
+    """A request waiting for a pooled connection when the transport closes opens none."""
+    with upstream(answering(OK, delay=0.2)) as (url, seen):
+        client = Http1Transport(max_connections=1, keepalive_expiry_seconds=5)
+        first = asyncio.create_task(client.send("GET", f"{url}/x", [], None, TIMEOUTS))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(client.send("GET", f"{url}/x", [], None, TIMEOUTS))
+        await asyncio.sleep(0.05)
+        await client.aclose()
+        with pytest.raises(httpx.ReadError, match="transport was closed before the upstream"):
+            await first
+        with pytest.raises(httpx.ConnectError, match="the transport is closed"):
+            await waiting
+    assert seen.connections == 1
