@@ -29,9 +29,11 @@ import httpx
 # Methods that send "content-length: 0" when they have no body, as browsers and most
 # clients do; some servers answer 411 to a bodiless POST without it.
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
-# A header name is a token; a value holds no CR, LF or NUL (RFC 9110 5.1, 5.5).
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A method and a header name are tokens; a header value holds no CR, LF or NUL (RFC 9110
+# 5.1, 5.5, 9.1); the request target no space or control character (RFC 9112 3).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # Answers are read ahead up to this much; beyond it the socket is paused until the
 # reader catches up, so a slow client never makes bizproxy hold a large body.
 _READ_AHEAD_BYTES = 256 * 1024
@@ -625,10 +627,16 @@ def _request_head(
     headers: list[tuple[str, str]],
     body: bytes | AsyncIterable[bytes] | None,
 ) -> tuple[bytes, _Streamed | None]:
+    if not _TOKEN.fullmatch(method):
+        raise httpx.LocalProtocolError(f"method {method!r} cannot be sent: it is not a token")
+    if _UNSAFE_TARGET.search(target):
+        raise httpx.InvalidURL(
+            f"URL path {target!r} cannot be sent: it holds a space or a control character"
+        )
     lines = [f"{method} {target} HTTP/1.1\r\n"]
     has_host = has_length = False
     for name, value in headers:
-        if not _HEADER_NAME.fullmatch(name) or _UNSAFE_VALUE.search(value):
+        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
             raise httpx.LocalProtocolError(f"header {name!r} cannot be sent: invalid name or value")
         lowered = name.lower()
         if lowered == "host":

@@ -542,3 +542,23 @@ async def test_http1_closing_the_transport_fails_requests_waiting_for_a_connecti
         with pytest.raises(httpx.ConnectError, match="the transport is closed"):
             await waiting
     assert seen.connections == 1
+
+
+@pytest.mark.parametrize("path", ["/a b", "/a\r\nx-injected: 1", "/a\x00", "/a\tb"])
+async def test_http1_refuses_a_target_that_would_break_the_request_line(path: str) -> None:
+    """A URL with a space or a control character is refused before anything is sent."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            with pytest.raises(httpx.InvalidURL, match="cannot be sent"):
+                await get(client, f"{url}{path}")
+    assert seen.requests == []
+
+
+@pytest.mark.parametrize("method", ["GET /x HTTP/1.1\r\nx:", "GE T", ""])
+async def test_http1_refuses_a_method_that_is_not_a_token(method: str) -> None:
+    """A method that is not an HTTP token is refused before anything is sent."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            with pytest.raises(httpx.LocalProtocolError, match="cannot be sent"):
+                await get(client, f"{url}/x", method=method)
+    assert seen.requests == []
