@@ -141,17 +141,19 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            self.parse_error = error
-            self.keep_alive = False
-            self._wake()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._refuse(error)
             return
         if not self.head_ready:
             self._head_bytes += len(data)
             if self._head_bytes > _MAX_HEAD_BYTES:
-                self.parse_error = ValueError(f"the answer's head is over {_MAX_HEAD_BYTES} bytes")
-                self.keep_alive = False
-                self._wake()
+                self._refuse(ValueError(f"the answer's head is over {_MAX_HEAD_BYTES} bytes"))
+
+    def _refuse(self, reason: Exception) -> None:
+        if self.parse_error is None:
+            self.parse_error = reason
+        self.keep_alive = False
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -188,9 +190,18 @@ class _Connection(asyncio.Protocol):
         if self.stray:
             return
         status = self.parser.get_status_code()
+        if status == 101:
+            self._refuse(ValueError("it switched protocols (101), which bizproxy never asks for"))
+            return
         if 100 <= status < 200:
             # An informational answer (100 Continue, 103 Early Hints): the real one follows.
             self.headers = []
+            return
+        coding = b", ".join(v for n, v in self.headers if n.lower() == b"transfer-encoding")
+        if coding and coding.strip().lower() != b"chunked" and self.method != "HEAD":
+            # Only chunked is undone here; passed on, any other would garble the body.
+            shown = coding.decode("latin-1")
+            self._refuse(ValueError(f"its transfer coding {shown!r} is not chunked"))
             return
         self.status = status
         self.head_ready = True

@@ -562,3 +562,28 @@ async def test_http1_refuses_a_method_that_is_not_a_token(method: str) -> None:
             with pytest.raises(httpx.LocalProtocolError, match="cannot be sent"):
                 await get(client, f"{url}/x", method=method)
     assert seen.requests == []
+
+
+@pytest.mark.parametrize("coding", ["gzip", "gzip, chunked", "chunked, gzip"])
+async def test_http1_answer_in_a_transfer_coding_other_than_chunked_is_refused(
+    coding: str,
+) -> None:
+    """A transfer coding the transport cannot undo is a protocol error, not a garbled body."""
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: %b\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    with upstream(answering(answer % coding.encode(), close=True)) as (url, _seen):
+        async with transport() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match=f"coding {coding!r}"):
+                await get(client, f"{url}/x")
+
+
+@pytest.mark.parametrize("connection", [b"", b"connection: upgrade\r\n"])
+async def test_http1_switching_protocols_is_refused(
+    connection: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 101 answer (bizproxy never asks for an upgrade) is a protocol error that says so."""
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n%b\r\n" % connection
+    with upstream(answering(answer)) as (url, _seen):
+        async with transport() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
+                await get(client, f"{url}/x")
+    assert caplog.records == []
