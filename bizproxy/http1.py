@@ -627,8 +627,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
         await asyncio.sleep(0)
 
 
-_Streamed = tuple[AsyncIterable[bytes], bool]
-"""A body to stream, and whether it goes chunked (no Content-Length was given)."""
+_Streamed = tuple[AsyncIterable[bytes], int | None]
+"""A body to stream, and its declared length (None: it goes chunked)."""
 
 
 def _request_head(
@@ -645,7 +645,8 @@ def _request_head(
             f"URL path {target!r} cannot be sent: it holds a space or a control character"
         )
     lines = [f"{method} {target} HTTP/1.1\r\n"]
-    has_host = has_length = False
+    has_host = False
+    declared: int | None = None
     for name, value in headers:
         if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
             raise httpx.LocalProtocolError(f"header {name!r} cannot be sent: invalid name or value")
@@ -653,21 +654,26 @@ def _request_head(
         if lowered == "host":
             has_host = True
         elif lowered == "content-length":
-            has_length = True
+            declared = _declared_length(value, declared)
         elif lowered == "transfer-encoding":
             continue
         lines.append(f"{name}: {value}\r\n")
     if not has_host:
         lines.insert(1, f"host: {authority}\r\n")
     streamed: _Streamed | None = None
+    size = len(body) if isinstance(body, bytes) else 0 if body is None else None
+    if declared is not None and size is not None and declared != size:
+        raise httpx.LocalProtocolError(
+            f"header 'content-length' says {declared} bytes, the body has {size}"
+        )
     if isinstance(body, bytes):
-        if not has_length:
+        if declared is None:
             lines.append(f"content-length: {len(body)}\r\n")
     elif body is not None:
-        streamed = (body, not has_length)
-        if not has_length:
+        streamed = (body, declared)
+        if declared is None:
             lines.append("transfer-encoding: chunked\r\n")
-    elif not has_length and method not in _BODYLESS_METHODS:
+    elif declared is None and method not in _BODYLESS_METHODS:
         lines.append("content-length: 0\r\n")
     lines.append("\r\n")
     try:
@@ -676,11 +682,19 @@ def _request_head(
         raise httpx.LocalProtocolError(f"the request head is not Latin-1: {error}") from None
 
 
+def _declared_length(value: str, before: int | None) -> int:
+    if not (value.isascii() and value.isdigit()) or before not in (None, int(value)):
+        raise httpx.LocalProtocolError(f"header 'content-length' cannot be sent as {value!r}")
+    return int(value)
+
+
 async def _send_body(
     connection: _Connection, streamed: _Streamed, write_timeout: float | None
 ) -> None:
     """Stream the body with backpressure; stop early if the upstream already answered."""
-    body, chunked = streamed
+    body, declared = streamed
+    chunked = declared is None
+    sent = 0
     try:
         async for chunk in body:
             for start in range(0, len(chunk), _WRITE_CHUNK_BYTES):
@@ -690,6 +704,11 @@ async def _send_body(
                     connection.keep_alive = False
                     return
                 piece = chunk[start : start + _WRITE_CHUNK_BYTES]
+                sent += len(piece)
+                if declared is not None and sent > declared:
+                    raise httpx.LocalProtocolError(
+                        f"the request body is longer than its content-length {declared}"
+                    )
                 connection.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
                 await connection.drain(write_timeout)
     except httpx.TransportError:
@@ -698,10 +717,14 @@ async def _send_body(
         # The body's source failed (the client went away, or sent too much): the upstream
         # got part of a request, so this connection is done.
         raise httpx.WriteError(f"the request body could not be read: {error}") from error
-    if not chunked:
+    if sent == declared:
         return
     if connection.head_ready:
-        # Answered before the terminator went out: the upstream may still wait for it.
+        # Answered before the body's end went out: the upstream may still wait for it.
         connection.keep_alive = False
-    else:
+    elif chunked:
         connection.write(b"0\r\n\r\n")
+    else:
+        raise httpx.LocalProtocolError(
+            f"the request body ended after {sent} of its {declared} declared bytes"
+        )

@@ -587,3 +587,37 @@ async def test_http1_switching_protocols_is_refused(
             with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
                 await get(client, f"{url}/x")
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ((b"wx", b"yz", b"!"), "the request body is longer than its content-length 4"),
+        ((b"wx",), "the request body ended after 2 of its 4 declared bytes"),
+    ],
+    ids=["longer", "shorter"],
+)
+async def test_http1_streamed_body_must_match_its_declared_length(
+    chunks: tuple[bytes, ...], message: str
+) -> None:
+    """A streamed body longer or shorter than its Content-Length fails instead of desyncing."""
+    with upstream(answering(OK)) as (url, _seen):
+        async with transport() as client:
+            declared = [("content-length", "4")]
+            timeouts = {**TIMEOUTS, "read": 1.0}
+            body = pieces(*chunks)
+            with pytest.raises(httpx.LocalProtocolError, match=message):
+                response = await client.send("POST", f"{url}/x", declared, body, timeouts)
+                await response.aclose()
+            assert pool_of(client)._open == 0
+
+
+@pytest.mark.parametrize("body", [b"12345", None], ids=["bytes", "none"])
+async def test_http1_given_content_length_must_match_a_body_in_hand(body: bytes | None) -> None:
+    """A Content-Length header that does not fit the bytes given is refused before sending."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            declared = [("content-length", "3")]
+            with pytest.raises(httpx.LocalProtocolError, match="content-length' says 3 bytes"):
+                await client.send("POST", f"{url}/x", declared, body, TIMEOUTS)
+    assert seen.requests == []
