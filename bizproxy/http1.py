@@ -29,13 +29,18 @@ import httpx
 # Methods that send "content-length: 0" when they have no body, as browsers and most
 # clients do; some servers answer 411 to a bodiless POST without it.
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
-# A header name is a token; a value holds no CR, LF or NUL (RFC 9110 5.1, 5.5).
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A method and a header name are tokens; a header value holds no CR, LF or NUL (RFC 9110
+# 5.1, 5.5, 9.1); the request target no space or control character (RFC 9112 3).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
+_UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # Answers are read ahead up to this much; beyond it the socket is paused until the
 # reader catches up, so a slow client never makes bizproxy hold a large body.
 _READ_AHEAD_BYTES = 256 * 1024
 _WRITE_CHUNK_BYTES = 64 * 1024
+# An answer's head (with any 1xx heads before it) must end within this much; llhttp sets
+# no limit of its own.
+_MAX_HEAD_BYTES = 64 * 1024
 
 _default_ssl_context: ssl.SSLContext | None = None
 
@@ -98,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self.lost_error: BaseException | None = None
         self.idle_since = 0.0
         self._forgotten = False
+        self._closed_here = False
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._new_exchange("GET")
@@ -113,6 +119,7 @@ class _Connection(asyncio.Protocol):
         self.until_close = False
         self.stray = False
         self.parse_error: Exception | None = None
+        self._head_bytes = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._read_paused = False
@@ -134,10 +141,19 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            self.parse_error = error
-            self.keep_alive = False
-            self._wake()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
+            self._refuse(error)
+            return
+        if not self.head_ready:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                self._refuse(ValueError(f"the answer's head is over {_MAX_HEAD_BYTES} bytes"))
+
+    def _refuse(self, reason: Exception) -> None:
+        if self.parse_error is None:
+            self.parse_error = reason
+        self.keep_alive = False
+        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -174,9 +190,18 @@ class _Connection(asyncio.Protocol):
         if self.stray:
             return
         status = self.parser.get_status_code()
+        if status == 101:
+            self._refuse(ValueError("it switched protocols (101), which bizproxy never asks for"))
+            return
         if 100 <= status < 200:
             # An informational answer (100 Continue, 103 Early Hints): the real one follows.
             self.headers = []
+            return
+        coding = b", ".join(v for n, v in self.headers if n.lower() == b"transfer-encoding")
+        if coding and coding.strip().lower() != b"chunked" and self.method != "HEAD":
+            # Only chunked is undone here; passed on, any other would garble the body.
+            shown = coding.decode("latin-1")
+            self._refuse(ValueError(f"its transfer coding {shown!r} is not chunked"))
             return
         self.status = status
         self.head_ready = True
@@ -196,6 +221,9 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
+            # A body after a HEAD answer's head: the rest of it may come later, and would
+            # be read as the answer to the next request.
+            self.keep_alive = False
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -280,6 +308,8 @@ class _Connection(asyncio.Protocol):
         if not self.lost:
             return
         if before_head:
+            if self._closed_here:
+                raise httpx.ReadError("the transport was closed before the upstream answered")
             if isinstance(self.lost_error, ConnectionResetError):
                 raise httpx.ReadError("the upstream reset the connection before answering")
             raise httpx.RemoteProtocolError("the upstream closed the connection without answering")
@@ -289,8 +319,18 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.lost and self.parse_error is None
 
+    def rest(self) -> None:
+        """Between exchanges: drop what was left unread and read again, so that the
+        upstream's close (or stray bytes) is seen while the connection is idle."""
+        self._chunks.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self._closed_here = True
             self.transport.close()
         self._pool.forget(self)
 
@@ -336,11 +376,17 @@ class _Pool:
             # Else a slot was reserved for us (see `_wake_one`).
         else:
             self._open += 1
+        made: list[_Connection] = []
         try:
-            return await self._connect(loop, timeouts.get("connect"))
+            return await self._connect(loop, timeouts.get("connect"), made)
         except BaseException:
-            self._open -= 1
-            self._wake_one()
+            if made:
+                # Its socket opened before the failure, so connection_lost may count the
+                # slot out too: closing counts it out once either way.
+                made[0].close()
+            else:
+                self._open -= 1
+                self._wake_one()
             raise
 
     async def _wait_for_turn(
@@ -353,9 +399,11 @@ class _Pool:
             async with asyncio.timeout(timeout):
                 return await turn
         except TimeoutError:
+            if turn.done() and not turn.cancelled():
+                return turn.result()  # the turn came in the same loop turn as the timeout
             raise httpx.PoolTimeout("timed out waiting for a pooled connection") from None
         except BaseException:
-            if turn.done() and not turn.cancelled():
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
                 # Handed a connection or a slot just as we gave up: pass it on.
                 handed = turn.result()
                 if handed is not None:
@@ -370,12 +418,20 @@ class _Pool:
             if turn in self._waiters:
                 self._waiters.remove(turn)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, timeout: float | None, made: list[_Connection]
+    ) -> _Connection:
+        """A new connection; `made` holds it as soon as it exists, even if opening fails."""
         origin = self.origin
+
+        def make() -> _Connection:
+            made.append(_Connection(self))
+            return made[0]
+
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self),
+                    make,
                     origin.host,
                     origin.port,
                     ssl=_ssl_context() if origin.tls else None,
@@ -393,6 +449,7 @@ class _Pool:
         if not connection.reusable or self.closed:
             connection.close()
             return
+        connection.rest()
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
@@ -425,8 +482,13 @@ class _Pool:
                 return
 
     def close(self) -> None:
-        """Close every connection, idle or in use (an answer still streaming ends)."""
+        """Close every connection, idle or in use (an answer still streaming ends), and
+        fail the requests waiting for one."""
         self.closed = True
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_exception(httpx.ConnectError("the transport is closed"))
         for connection in list(self._connections):
             connection.close()
         self._idle.clear()
@@ -483,6 +545,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self.max_keepalive = max_connections if max_keepalive is None else max_keepalive
         self.keepalive_expiry_seconds = keepalive_expiry_seconds
         self._pools: dict[tuple[str, str], _Pool] = {}
+        self._closed = False
 
     def _pool_for(self, scheme: str, authority: str) -> _Pool:
         pool = self._pools.get((scheme, authority))
@@ -530,9 +593,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         `headers` carry a Content-Length.
         """
         scheme, authority, target = _split_url(url)
-        pool = self._pool_for(scheme, authority)
-        if pool.closed:
+        if self._closed:
             raise httpx.ConnectError("the transport is closed")
+        pool = self._pool_for(scheme, authority)
         body = data.encode() if isinstance(data, str) else data
         head, streamed = _request_head(method, target, authority, headers, body)
         connection = await pool.acquire(timeout)
@@ -555,6 +618,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        self._closed = True
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -563,8 +627,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
         await asyncio.sleep(0)
 
 
-_Streamed = tuple[AsyncIterable[bytes], bool]
-"""A body to stream, and whether it goes chunked (no Content-Length was given)."""
+_Streamed = tuple[AsyncIterable[bytes], int | None]
+"""A body to stream, and its declared length (None: it goes chunked)."""
 
 
 def _request_head(
@@ -574,30 +638,42 @@ def _request_head(
     headers: list[tuple[str, str]],
     body: bytes | AsyncIterable[bytes] | None,
 ) -> tuple[bytes, _Streamed | None]:
+    if not _TOKEN.fullmatch(method):
+        raise httpx.LocalProtocolError(f"method {method!r} cannot be sent: it is not a token")
+    if _UNSAFE_TARGET.search(target):
+        raise httpx.InvalidURL(
+            f"URL path {target!r} cannot be sent: it holds a space or a control character"
+        )
     lines = [f"{method} {target} HTTP/1.1\r\n"]
-    has_host = has_length = False
+    has_host = False
+    declared: int | None = None
     for name, value in headers:
-        if not _HEADER_NAME.fullmatch(name) or _UNSAFE_VALUE.search(value):
+        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
             raise httpx.LocalProtocolError(f"header {name!r} cannot be sent: invalid name or value")
         lowered = name.lower()
         if lowered == "host":
             has_host = True
         elif lowered == "content-length":
-            has_length = True
+            declared = _declared_length(value, declared)
         elif lowered == "transfer-encoding":
             continue
         lines.append(f"{name}: {value}\r\n")
     if not has_host:
         lines.insert(1, f"host: {authority}\r\n")
     streamed: _Streamed | None = None
+    size = len(body) if isinstance(body, bytes) else 0 if body is None else None
+    if declared is not None and size is not None and declared != size:
+        raise httpx.LocalProtocolError(
+            f"header 'content-length' says {declared} bytes, the body has {size}"
+        )
     if isinstance(body, bytes):
-        if not has_length:
+        if declared is None:
             lines.append(f"content-length: {len(body)}\r\n")
     elif body is not None:
-        streamed = (body, not has_length)
-        if not has_length:
+        streamed = (body, declared)
+        if declared is None:
             lines.append("transfer-encoding: chunked\r\n")
-    elif not has_length and method not in _BODYLESS_METHODS:
+    elif declared is None and method not in _BODYLESS_METHODS:
         lines.append("content-length: 0\r\n")
     lines.append("\r\n")
     try:
@@ -606,11 +682,19 @@ def _request_head(
         raise httpx.LocalProtocolError(f"the request head is not Latin-1: {error}") from None
 
 
+def _declared_length(value: str, before: int | None) -> int:
+    if not (value.isascii() and value.isdigit()) or before not in (None, int(value)):
+        raise httpx.LocalProtocolError(f"header 'content-length' cannot be sent as {value!r}")
+    return int(value)
+
+
 async def _send_body(
     connection: _Connection, streamed: _Streamed, write_timeout: float | None
 ) -> None:
     """Stream the body with backpressure; stop early if the upstream already answered."""
-    body, chunked = streamed
+    body, declared = streamed
+    chunked = declared is None
+    sent = 0
     try:
         async for chunk in body:
             for start in range(0, len(chunk), _WRITE_CHUNK_BYTES):
@@ -620,6 +704,11 @@ async def _send_body(
                     connection.keep_alive = False
                     return
                 piece = chunk[start : start + _WRITE_CHUNK_BYTES]
+                sent += len(piece)
+                if declared is not None and sent > declared:
+                    raise httpx.LocalProtocolError(
+                        f"the request body is longer than its content-length {declared}"
+                    )
                 connection.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
                 await connection.drain(write_timeout)
     except httpx.TransportError:
@@ -628,5 +717,14 @@ async def _send_body(
         # The body's source failed (the client went away, or sent too much): the upstream
         # got part of a request, so this connection is done.
         raise httpx.WriteError(f"the request body could not be read: {error}") from error
-    if chunked and not connection.head_ready:
+    if sent == declared:
+        return
+    if connection.head_ready:
+        # Answered before the body's end went out: the upstream may still wait for it.
+        connection.keep_alive = False
+    elif chunked:
         connection.write(b"0\r\n\r\n")
+    else:
+        raise httpx.LocalProtocolError(
+            f"the request body ended after {sent} of its {declared} declared bytes"
+        )

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout
-from bizproxy.http1 import Http1Body, Http1Transport
+from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1
+from bizproxy.http1 import Http1Body, Http1Transport, _Pool
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import PoolLimits, Timeouts
 from tests.support.servers import serve_raw
@@ -365,3 +366,258 @@ async def test_http1_default_pool_keeps_every_connection_a_burst_opened() -> Non
                     await answer.aclose()
     assert seen.connections == 30
     assert len(seen.requests) == 60
+
+
+def pool_of(client: Http1Transport) -> _Pool:
+    """The transport's only pool (white-box: counts are not visible from outside)."""
+    (pool,) = client._pools.values()
+    return pool
+
+
+async def test_http1_connection_handed_over_as_the_pool_timeout_fires_is_kept() -> None:
+    """A connection released to a waiter in the same turn its pool timeout fires is not lost."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport(max_connections=1) as client:
+            first = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+            body = first.stream
+            assert isinstance(body, Http1Body) and await body.read_chunk() == b"ok"
+            loop = asyncio.get_running_loop()
+            waiting = asyncio.create_task(
+                client.send("GET", f"{url}/x", [], None, {**TIMEOUTS, "pool": 0.3})
+            )
+            await asyncio.sleep(0)
+            # Block the loop past the pool timeout, so that the release (due first) and
+            # the timeout run in one turn, before the waiter resumes.
+            loop.call_later(0.01, time.sleep, 0.5)
+            loop.call_later(0.02, body.release)
+            handed = (await waiting).stream
+            assert isinstance(handed, Http1Body) and await handed.read_chunk() == b"ok"
+            assert await handed.read_chunk() == b""
+            assert pool_of(client)._open == 1
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert seen.connections == 1
+
+
+async def test_http1_answer_left_unread_while_reading_paused_leaves_a_working_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole answer closed unread past the read-ahead limit leaves its connection reading."""
+    monkeypatch.setattr(http1, "_READ_AHEAD_BYTES", 4)
+    with upstream(answering(b"HTTP/1.1 503 Busy\r\ncontent-length: 10\r\n\r\n0123456789")) as (
+        url,
+        seen,
+    ):
+        async with transport() as client:
+            discarded = await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+            await discarded.aclose()
+            quick = {**TIMEOUTS, "read": 1.0}
+            again = await client.send("GET", f"{url}/x", [], None, quick)
+            assert again.status_code == 503
+            await again.aclose()
+    assert seen.connections == 1
+
+
+async def test_http1_chunked_upload_answered_before_its_end_retires_the_connection() -> None:
+    """An answer that comes before the chunked body's terminator went out ends the connection."""
+    connections = 0
+
+    async def answer_on_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(OK)
+                await writer.drain()
+
+    with serve_raw(answer_on_head) as url:
+        async with transport() as client:
+
+            async def until_answered() -> AsyncIterator[bytes]:
+                yield b"a"
+                (connection,) = pool_of(client)._connections
+                while not connection.head_ready:
+                    await asyncio.sleep(0.01)
+
+            body = until_answered()
+            assert await get(client, f"{url}/up", "POST", content=body) == (200, b"ok")
+            assert await get(client, f"{url}/x") == (200, b"ok")
+    assert connections == 2
+
+
+async def test_http1_head_answer_followed_by_body_bytes_retires_the_connection() -> None:
+    """Bytes after a HEAD answer's head, even in its packet, keep the connection from reuse."""
+    forged = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
+    body = b"x" * 10 + forged
+    connections = 0
+
+    async def head_with_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections > 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal")
+            await writer.drain()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body[:10]))
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(body[10:])
+            await writer.drain()
+
+    with serve_raw(head_with_body) as url:
+        async with transport() as client:
+            assert await get(client, f"{url}/x", "HEAD") == (200, b"")
+            assert await get(client, f"{url}/x") == (200, b"real")
+    assert connections == 2
+
+
+async def test_http1_answer_head_without_end_is_refused_past_its_limit() -> None:
+    """An answer head that grows past 64 KiB without ending is a protocol error, not memory."""
+
+    async def endless_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):
+                writer.write(b"a" * 16384)
+                await writer.drain()
+            await reader.read()
+
+    with serve_raw(endless_head) as url:
+        async with transport() as client:
+            timeouts = {**TIMEOUTS, "read": 2.0}
+            with pytest.raises(httpx.RemoteProtocolError, match="head is over 65536 bytes"):
+                await client.send("GET", f"{url}/x", [], None, timeouts)
+
+
+async def test_http1_connect_timeout_after_the_socket_opened_frees_its_slot_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connect that times out once the socket is open counts its slot free once, not twice."""
+    made = http1._Connection.__init__
+
+    def slow_to_make(self: http1._Connection, pool: _Pool) -> None:
+        # Blocks the loop past the connect timeout while the socket is already open, so
+        # the timeout fires before create_connection returns, and it closes the socket.
+        time.sleep(0.3)
+        made(self, pool)
+
+    with upstream(answering(OK, delay=0.1)) as (url, seen):
+        async with transport(max_connections=1) as client:
+            monkeypatch.setattr(http1._Connection, "__init__", slow_to_make)
+            with pytest.raises(httpx.ConnectTimeout):
+                await client.send("GET", f"{url}/x", [], None, {**TIMEOUTS, "connect": 0.05})
+            monkeypatch.undo()
+            await asyncio.sleep(0.05)
+            assert pool_of(client)._open == 0
+            answers = await asyncio.gather(get(client, f"{url}/x"), get(client, f"{url}/x"))
+    assert answers == [(200, b"ok")] * 2
+    assert seen.most_open == 1
+
+
+async def test_http1_closed_transport_refuses_new_requests() -> None:
+    """After aclose a request fails as not connected instead of opening a socket no one closes."""
+    with upstream(answering(OK)) as (url, seen):
+        client = Http1Transport(max_connections=2, keepalive_expiry_seconds=5)
+        assert await get(client, f"{url}/x") == (200, b"ok")
+        await client.aclose()
+        with pytest.raises(httpx.ConnectError, match="the transport is closed"):
+            await client.send("GET", f"{url}/x", [], None, TIMEOUTS)
+    assert seen.connections == 1
+
+
+async def test_http1_closing_the_transport_fails_requests_waiting_for_a_connection() -> None:
+    """A request waiting for a pooled connection when the transport closes opens none."""
+    with upstream(answering(OK, delay=0.2)) as (url, seen):
+        client = Http1Transport(max_connections=1, keepalive_expiry_seconds=5)
+        first = asyncio.create_task(client.send("GET", f"{url}/x", [], None, TIMEOUTS))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(client.send("GET", f"{url}/x", [], None, TIMEOUTS))
+        await asyncio.sleep(0.05)
+        await client.aclose()
+        with pytest.raises(httpx.ReadError, match="transport was closed before the upstream"):
+            await first
+        with pytest.raises(httpx.ConnectError, match="the transport is closed"):
+            await waiting
+    assert seen.connections == 1
+
+
+@pytest.mark.parametrize("path", ["/a b", "/a\r\nx-injected: 1", "/a\x00", "/a\tb"])
+async def test_http1_refuses_a_target_that_would_break_the_request_line(path: str) -> None:
+    """A URL with a space or a control character is refused before anything is sent."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            with pytest.raises(httpx.InvalidURL, match="cannot be sent"):
+                await get(client, f"{url}{path}")
+    assert seen.requests == []
+
+
+@pytest.mark.parametrize("method", ["GET /x HTTP/1.1\r\nx:", "GE T", ""])
+async def test_http1_refuses_a_method_that_is_not_a_token(method: str) -> None:
+    """A method that is not an HTTP token is refused before anything is sent."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            with pytest.raises(httpx.LocalProtocolError, match="cannot be sent"):
+                await get(client, f"{url}/x", method=method)
+    assert seen.requests == []
+
+
+@pytest.mark.parametrize("coding", ["gzip", "gzip, chunked", "chunked, gzip"])
+async def test_http1_answer_in_a_transfer_coding_other_than_chunked_is_refused(
+    coding: str,
+) -> None:
+    """A transfer coding the transport cannot undo is a protocol error, not a garbled body."""
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: %b\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    with upstream(answering(answer % coding.encode(), close=True)) as (url, _seen):
+        async with transport() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match=f"coding {coding!r}"):
+                await get(client, f"{url}/x")
+
+
+@pytest.mark.parametrize("connection", [b"", b"connection: upgrade\r\n"])
+async def test_http1_switching_protocols_is_refused(
+    connection: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 101 answer (bizproxy never asks for an upgrade) is a protocol error that says so."""
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n%b\r\n" % connection
+    with upstream(answering(answer)) as (url, _seen):
+        async with transport() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
+                await get(client, f"{url}/x")
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ((b"wx", b"yz", b"!"), "the request body is longer than its content-length 4"),
+        ((b"wx",), "the request body ended after 2 of its 4 declared bytes"),
+    ],
+    ids=["longer", "shorter"],
+)
+async def test_http1_streamed_body_must_match_its_declared_length(
+    chunks: tuple[bytes, ...], message: str
+) -> None:
+    """A streamed body longer or shorter than its Content-Length fails instead of desyncing."""
+    with upstream(answering(OK)) as (url, _seen):
+        async with transport() as client:
+            declared = [("content-length", "4")]
+            timeouts = {**TIMEOUTS, "read": 1.0}
+            body = pieces(*chunks)
+            with pytest.raises(httpx.LocalProtocolError, match=message):
+                response = await client.send("POST", f"{url}/x", declared, body, timeouts)
+                await response.aclose()
+            assert pool_of(client)._open == 0
+
+
+@pytest.mark.parametrize("body", [b"12345", None], ids=["bytes", "none"])
+async def test_http1_given_content_length_must_match_a_body_in_hand(body: bytes | None) -> None:
+    """A Content-Length header that does not fit the bytes given is refused before sending."""
+    with upstream(answering(OK)) as (url, seen):
+        async with transport() as client:
+            declared = [("content-length", "3")]
+            with pytest.raises(httpx.LocalProtocolError, match="content-length' says 3 bytes"):
+                await client.send("POST", f"{url}/x", declared, body, TIMEOUTS)
+    assert seen.requests == []
