@@ -11,11 +11,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
 
-from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1
+from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1_connection
 from bizproxy.http1 import Http1Body, Http1Transport, _Pool
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import PoolLimits, Timeouts
@@ -402,7 +403,7 @@ async def test_http1_answer_left_unread_while_reading_paused_leaves_a_working_co
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A whole answer closed unread past the read-ahead limit leaves its connection reading."""
-    monkeypatch.setattr(http1, "_READ_AHEAD_BYTES", 4)
+    monkeypatch.setattr(http1_connection, "_READ_AHEAD_BYTES", 4)
     with upstream(answering(b"HTTP/1.1 503 Busy\r\ncontent-length: 10\r\n\r\n0123456789")) as (
         url,
         seen,
@@ -496,17 +497,17 @@ async def test_http1_connect_timeout_after_the_socket_opened_frees_its_slot_once
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A connect that times out once the socket is open counts its slot free once, not twice."""
-    made = http1._Connection.__init__
+    made = http1_connection.Connection.__init__
 
-    def slow_to_make(self: http1._Connection, pool: _Pool) -> None:
+    def slow_to_make(self: http1_connection.Connection, on_closed: Callable[[Any], None]) -> None:
         # Blocks the loop past the connect timeout while the socket is already open, so
         # the timeout fires before create_connection returns, and it closes the socket.
         time.sleep(0.3)
-        made(self, pool)
+        made(self, on_closed)
 
     with upstream(answering(OK, delay=0.1)) as (url, seen):
         async with transport(max_connections=1) as client:
-            monkeypatch.setattr(http1._Connection, "__init__", slow_to_make)
+            monkeypatch.setattr(http1_connection.Connection, "__init__", slow_to_make)
             with pytest.raises(httpx.ConnectTimeout):
                 await client.send("GET", f"{url}/x", [], None, {**TIMEOUTS, "connect": 0.05})
             monkeypatch.undo()
