@@ -332,6 +332,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         try:
             if streamed is None:
                 connection.write(head + body if body else head)
+                await connection.drain(timeout.get("write"))
             else:
                 connection.write(head)
                 await send_body(connection, streamed, timeout.get("write"))

@@ -622,3 +622,17 @@ async def test_http1_given_content_length_must_match_a_body_in_hand(body: bytes 
             with pytest.raises(httpx.LocalProtocolError, match="content-length' says 3 bytes"):
                 await client.send("POST", f"{url}/x", declared, body, TIMEOUTS)
     assert seen.requests == []
+
+
+async def test_http1_upstream_that_stops_reading_a_body_in_hand_times_out_as_write() -> None:
+    """A body in hand larger than the socket buffers, never read: WriteTimeout, not a read one."""
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(1)
+
+    with serve_raw(never_read) as url:
+        async with transport() as client:
+            timeouts = {**TIMEOUTS, "write": 0.2}
+            with pytest.raises(httpx.WriteTimeout, match="timed out sending the request"):
+                await client.send("POST", f"{url}/x", [], b"x" * (32 * 1024 * 1024), timeouts)
