@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
-from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1_connection
+from bizproxy import ConnectionFailure, HTTPXFastAPIProxy, UpstreamTimeout, http1, http1_connection
 from bizproxy.http1 import Http1Body, Http1Transport, _Pool
 from bizproxy.policies.retry import NO_RETRY
 from bizproxy.proxy import PoolLimits, Timeouts
-from tests.support.servers import serve_raw
+from tests.support.servers import serve_app, serve_raw
 
 TIMEOUTS = httpx.Timeout(5.0).as_dict()
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -636,3 +639,48 @@ async def test_http1_upstream_that_stops_reading_a_body_in_hand_times_out_as_wri
             timeouts = {**TIMEOUTS, "write": 0.2}
             with pytest.raises(httpx.WriteTimeout, match="timed out sending the request"):
                 await client.send("POST", f"{url}/x", [], b"x" * (32 * 1024 * 1024), timeouts)
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": f"over {scope['scheme']}".encode()})
+
+
+@contextlib.contextmanager
+def tls_upstream(tmp_path: Path) -> Iterator[tuple[str, trustme.CA]]:
+    """A uvicorn upstream on https://127.0.0.1 with a certificate from a test CA."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+    certificate.private_key_pem.write_to_path(str(key_file))
+    with serve_app(hello, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file)) as url:
+        yield url.replace("http://", "https://"), authority
+
+
+async def test_http1_https_upstream_is_verified_and_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https upstream whose certificate the trust store accepts is served over TLS."""
+    with tls_upstream(tmp_path) as (url, authority):
+        trusting = ssl.create_default_context()
+        authority.configure_trust(trusting)
+        monkeypatch.setattr(http1, "_default_ssl_context", trusting)
+        async with HTTPXFastAPIProxy(url, NO_RETRY) as proxy:
+            answer = await proxy.request("GET", "/x")
+            assert (answer.status_code, await answer.aread()) == (200, b"over https")
+            await answer.aclose()
+
+
+async def test_http1_https_upstream_with_an_unknown_certificate_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A certificate the system trust store does not know fails the connect: nothing is sent."""
+    with tls_upstream(tmp_path) as (url, _authority):
+        async with HTTPXFastAPIProxy(url, NO_RETRY) as proxy:
+            with pytest.raises(ConnectionFailure) as caught:
+                await proxy.request("GET", "/x")
+    assert caught.value.kind == "connect-error"
+    assert caught.value.reached_upstream is False
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
