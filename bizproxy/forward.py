@@ -270,8 +270,8 @@ def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[
 
 # Most answers come back sooner than this; only a request still open after it pays for
 # a task listening for the client leaving (a task for every request cost about 4% of
-# forwarded GETs per second here). A client that leaves sooner is noticed when its
-# answer is sent.
+# forwarded GETs per second here). The upstream call of a client that leaves sooner
+# runs to its end, and the answer is dropped.
 WATCH_AFTER_SECONDS = 0.05
 
 
