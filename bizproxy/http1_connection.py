@@ -121,7 +121,8 @@ class Connection(asyncio.Protocol):
             self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.stray:
+        # After the head, fields are a chunked body's trailer: dropped, never headers.
+        if not self.stray and not self.head_ready:
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
