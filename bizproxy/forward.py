@@ -248,15 +248,20 @@ def upstream_query(
 
 
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
+# A 304's Content-Length may name the length of the representation it stands for; the
+# server under bizproxy would wait for that many body bytes and drop the connection.
+_BODYLESS_DROPPED = _HOP_BY_HOP_BYTES | {b"content-length"}
 
 
 def response_headers(response: UpstreamResponse, request_id: str) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones (and its X-Request-ID: ours goes back)."""
+    """The upstream's headers minus hop-by-hop ones (and its X-Request-ID: ours goes back;
+    a 204 or 304 goes without Content-Length, as it has no body)."""
     headers = []
     named: set[bytes] | None = None
+    dropped = _BODYLESS_DROPPED if response.status_code in (204, 304) else _HOP_BY_HOP_BYTES
     for key, value in response.raw_headers:
         name = key.lower()
-        if name in _HOP_BY_HOP_BYTES or name.startswith(b"proxy-"):
+        if name in dropped or name.startswith(b"proxy-"):
             if name == b"connection":
                 tokens = {token.strip().lower() for token in value.split(b",")}
                 named = tokens if named is None else named | tokens

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.gateway import running_gateway
 from tests.support.servers import serve_raw
@@ -56,6 +57,25 @@ def read_head(sock: socket.socket) -> bytes:
             return b""
         data += chunk
     return data.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 204 No Content"])
+def test_forward_bodyless_answer_with_a_length_keeps_the_client_connection(
+    tmp_path: Path, status_line: bytes
+) -> None:
+    """A 304 that names its representation's Content-Length (as RFC 9110 allows), or a
+    204 that names one, reaches the client, whose keep-alive connection carries on."""
+    answer = status_line + b'\r\netag: "v1"\r\ncontent-length: 20\r\n\r\n'
+    with serve_raw(answering(answer)) as upstream:
+        with running_gateway(CONFIG.format(upstream=upstream), tmp_path) as (url, _):
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=3) as sock:
+                heads = []
+                for _ in range(2):
+                    sock.sendall(b'GET /page HTTP/1.1\r\nHost: x\r\nIf-None-Match: "v1"\r\n\r\n')
+                    heads.append(read_head(sock))
+    assert [head.split(b"\r\n", 1)[0] for head in heads] == [status_line] * 2
+    assert b'etag: "v1"' in heads[0]
 
 
 def test_forward_drops_trailer_fields_instead_of_promoting_them_to_headers(
