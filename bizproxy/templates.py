@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -45,8 +46,23 @@ _SAFE_FILTERS = (
     "urlencode",
 )
 
+
+class _StrictUndefined(jinja2.StrictUndefined):
+    """StrictUndefined whose message for a missing key of `query`, `headers` or `path`
+    names the key alone, not the Python type of the mapping that lacks it."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint is None and isinstance(self._undefined_obj, Mapping):
+            return f"no value named {self._undefined_name!r}"
+        message: str = super()._undefined_message
+        return message
+
+
 _ENVIRONMENT = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    undefined=_StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
 _ENVIRONMENT.globals.clear()
 _ENVIRONMENT.filters = {name: _ENVIRONMENT.filters[name] for name in _SAFE_FILTERS}

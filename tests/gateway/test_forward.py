@@ -234,8 +234,9 @@ def test_forward_missing_template_value_is_a_clear_400(url: str) -> None:
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "TemplateError"
-    assert "header 'X-Tenant' needs a value the request lacks" in error["message"]
-    assert "'t'" in error["message"]
+    assert error["message"] == (
+        "header 'X-Tenant' needs a value the request lacks: no value named 't'"
+    )
 
 
 def test_forward_body_and_query_templates_see_body_method_and_path(url: str) -> None:
