@@ -18,7 +18,6 @@ _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 # A method and a header name are tokens; a header value holds no CR, LF or NUL (RFC 9110
 # 5.1, 5.5, 9.1); the request target no space or control character (RFC 9112 3).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNSAFE_VALUE = re.compile(r"[\r\n\x00]")
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # Answers are read ahead up to this much; beyond it the socket is paused until the
 # reader catches up, so a slow client never makes bizproxy hold a large body.
@@ -290,6 +289,21 @@ Streamed = tuple[AsyncIterable[bytes], int | None]
 """A body to stream, and its declared length (None: it goes chunked)."""
 
 
+# Header names and methods repeat from request to request: each is checked once.
+_KNOWN_TOKENS: set[str] = set()
+_KNOWN_TOKENS_LIMIT = 4096
+
+
+def _is_token(text: str) -> bool:
+    if text in _KNOWN_TOKENS:
+        return True
+    if _TOKEN.fullmatch(text) is None:
+        return False
+    if len(_KNOWN_TOKENS) < _KNOWN_TOKENS_LIMIT:
+        _KNOWN_TOKENS.add(text)
+    return True
+
+
 def request_head(
     method: str,
     target: str,
@@ -297,7 +311,7 @@ def request_head(
     headers: list[tuple[str, str]],
     body: bytes | AsyncIterable[bytes] | None,
 ) -> tuple[bytes, Streamed | None]:
-    if not _TOKEN.fullmatch(method):
+    if not _is_token(method):
         raise httpx.LocalProtocolError(f"method {method!r} cannot be sent: it is not a token")
     if _UNSAFE_TARGET.search(target):
         raise httpx.InvalidURL(
@@ -307,7 +321,7 @@ def request_head(
     has_host = False
     declared: int | None = None
     for name, value in headers:
-        if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
+        if not _is_token(name) or "\r" in value or "\n" in value or "\x00" in value:
             raise httpx.LocalProtocolError(f"header {name!r} cannot be sent: invalid name or value")
         lowered = name.lower()
         if lowered == "host":

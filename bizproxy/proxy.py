@@ -500,7 +500,10 @@ class HTTPXFastAPIProxy:
             await self.throttle.admit(tag, client_key)
         policy = retry_policy or self.retry_policy
         deadline = overall_deadline(timeout_seconds, policy.deadline_seconds)
-        header_list = list(headers.items() if isinstance(headers, Mapping) else headers or [])
+        if isinstance(headers, list):
+            header_list = list(headers)
+        else:
+            header_list = list(headers.items() if isinstance(headers, Mapping) else headers or [])
         if idempotency_key is not None:
             header_list.append((IDEMPOTENCY_HEADER, idempotency_key))
         if self.signer is not None and isinstance(content, bytes | str):
