@@ -69,13 +69,23 @@ def serve_raw(handler: Handler) -> Iterator[str]:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
         finally:
+            writer.close()
             handlers.discard(task)
 
     async def stop() -> None:
         # Handlers still running get a moment to see the client's close before the
-        # loop stops, so that none is destroyed with its connection open.
+        # loop stops; those that outlast it are cancelled and awaited, so that none is
+        # destroyed pending with its connection open.
         if handlers:
             await asyncio.wait(set(handlers), timeout=2)
+        left = set(handlers)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2)
+        # The closed transports let go of their sockets on the loop's next turns.
+        for _ in range(3):
+            await asyncio.sleep(0)
         holder["task"].cancel()
 
     async def main() -> None:
