@@ -328,7 +328,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         body = data.encode() if isinstance(data, str) else data
         head, streamed = request_head(method, target, authority, headers, body)
         connection = await pool.acquire(timeout)
-        connection._new_exchange(method)
+        connection.start_exchange(method)
         try:
             if streamed is None:
                 connection.write(head + body if body else head)

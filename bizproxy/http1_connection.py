@@ -43,9 +43,10 @@ class Connection(asyncio.Protocol):
         self._closed_here = False
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
-        self._new_exchange("GET")
+        self.start_exchange("GET")
 
-    def _new_exchange(self, method: str) -> None:
+    def start_exchange(self, method: str) -> None:
+        """A fresh parser and answer state, for the request about to go out."""
         self.method = method
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0

@@ -252,11 +252,6 @@ class UpstreamResponse:
                 error, upstream=self.upstream, action="reading the answer"
             ) from error
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body as the upstream sent it, encoding untouched, piece by piece."""
-        while chunk := await self.read_chunk():
-            yield chunk
-
     async def aread(self) -> bytes:
         """The whole body, decoded from its content-encoding."""
         try:

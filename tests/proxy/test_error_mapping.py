@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -81,3 +82,46 @@ def test_parse_retry_after_reads_seconds_and_dates(
 def test_parse_retry_after_future_date_gives_remaining_seconds() -> None:
     """An HTTP-date in the future gives the seconds until then."""
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
+
+
+class _Pieces(httpx.AsyncByteStream):
+    def __init__(self, *pieces: bytes, then_fail: bool = False) -> None:
+        self._pieces = pieces
+        self._then_fail = then_fail
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
+        if self._then_fail:
+            raise httpx.ReadError("cut off")
+
+
+async def test_proxy_reads_a_body_from_any_httpx_transport_piece_by_piece() -> None:
+    """A transport other than bizproxy's own still streams: pieces in order, then b""."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Pieces(b"ab", b"cd"))
+
+    transport = httpx.MockTransport(answer)
+    async with HTTPXFastAPIProxy("http://orders.test", NO_RETRY, transport=transport) as proxy:
+        response = await proxy.request("GET", "/x")
+        pieces = [await response.read_chunk() for _ in range(3)]
+        await response.aclose()
+    assert pieces == [b"ab", b"cd", b""]
+
+
+async def test_proxy_body_cut_off_in_any_transport_is_a_reset() -> None:
+    """A transport failing mid-body surfaces as ConnectionFailure (reset), not an httpx error."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Pieces(b"ab", then_fail=True))
+
+    transport = httpx.MockTransport(answer)
+    async with HTTPXFastAPIProxy("http://orders.test", NO_RETRY, transport=transport) as proxy:
+        response = await proxy.request("GET", "/x")
+        assert await response.read_chunk() == b"ab"
+        with pytest.raises(ConnectionFailure) as caught:
+            await response.read_chunk()
+        await response.aclose()
+    assert caught.value.kind == "reset"
+    assert isinstance(caught.value.__cause__, httpx.ReadError)
